@@ -1,0 +1,227 @@
+"""``spacing-scp``: the command line of the node.
+
+Every command exits 0 on success, 1 when what it checked found a problem
+(``check``, ``echo``), and 2 with a one-line message for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from scp import __version__
+from scp.config import Config, ConfigError, load_config
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML configuration file")
+    p.add_argument("--data-dir", help="data directory (file store and SQLite index)")
+    p.add_argument("--database-url", help="sqlite:///PATH or postgresql://...")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides = {
+        "storage.data_dir": getattr(args, "data_dir", None),
+        "storage.database_url": getattr(args, "database_url", None),
+        "node.port": getattr(args, "port", None),
+        "node.ae_title": getattr(args, "ae_title", None),
+        "node.host": getattr(args, "host", None),
+        "http.port": getattr(args, "http_port", None),
+    }
+    return load_config(args.config, overrides=overrides)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # pynetdicom logs every PDU at INFO; its own view adds nothing to ours.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+# -- serve -------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    _setup_logging(cfg.logging.level)
+    from scp.node import Node
+
+    node = Node(cfg)
+    node.start()
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        logging.getLogger("spacing_scp.node").info(
+            "%s received: stopping", signal.Signals(signum).name
+        )
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    stop.wait()
+    node.stop()
+    return EXIT_OK
+
+
+# -- echo --------------------------------------------------------------------------------------
+def cmd_echo(args: argparse.Namespace) -> int:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    ae = AE(ae_title=args.calling_ae_title)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = args.timeout
+    assoc = ae.associate(args.host, args.port, ae_title=args.called_ae_title)
+    if not assoc.is_established:
+        print(f"echo: no association with {args.host}:{args.port}", file=sys.stderr)
+        return EXIT_PROBLEM
+    rsp = assoc.send_c_echo()
+    assoc.release()
+    code = getattr(rsp, "Status", None)
+    if code != 0:
+        print(f"echo: C-ECHO status {code}", file=sys.stderr)
+        return EXIT_PROBLEM
+    print("echo: success")
+    return EXIT_OK
+
+
+# -- listing -----------------------------------------------------------------------------------
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def _open_index(cfg: Config) -> Any:
+    from storage.db import ensure_schema, make_engine, make_session_factory
+
+    engine = make_engine(cfg.database_url)
+    ensure_schema(engine)
+    return make_session_factory(engine)
+
+
+def _list(args: argparse.Namespace, what: str) -> int:
+    cfg = _config(args)
+    from storage import index
+
+    sessions = _open_index(cfg)
+    with sessions() as session:
+        if what == "studies":
+            rows = index.list_studies(session, limit=args.limit)
+            cols = ["study_instance_uid", "patient_id", "accession_number", "study_date",
+                    "series_count", "instance_count"]
+        elif what == "series":
+            rows = index.list_series(session, args.study, limit=args.limit)
+            cols = ["series_instance_uid", "modality", "instance_count", "corrected_instances",
+                    "state", "last_received_at"]
+        else:
+            rows = index.list_instances(session, args.series, limit=args.limit)
+            for r in rows:
+                ps = r["pixel_spacing"]
+                r["spacing_mm"] = (
+                    f"{ps['row_mm']:g}\\{ps['column_mm']:g}" if ps["row_mm"] is not None else ""
+                )
+                r["source"] = ps["source"]
+                r["status_hex"] = f"0x{r['status']:04X}"
+            cols = ["sop_instance_uid", "status_hex", "verdict", "received_pixel_spacing",
+                    "spacing_mm", "source", "calling_ae_title"]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(_table(rows, cols))
+    return EXIT_OK
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from storage.db import make_engine, upgrade
+
+    if cfg.database_url.startswith("sqlite"):
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    before, after = upgrade(make_engine(cfg.database_url))
+    print(f"database schema: {before or 'empty'} -> {after}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spacing-scp",
+        description="DICOM storage node that checks, corrects and indexes pixel/slice spacing.",
+    )
+    parser.add_argument("--version", action="version", version=f"spacing-scp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the node (DICOM listener)")
+    _add_config_options(p)
+    p.add_argument("--port", type=int, help="DICOM port (default 11112)")
+    p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--ae-title", help="the node's AE title (default SPACING_SCP)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("echo", help="C-ECHO a node (health check)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=11112)
+    p.add_argument("--called-ae-title", default="SPACING_SCP")
+    p.add_argument("--calling-ae-title", default="ECHOSCU")
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.set_defaults(func=cmd_echo)
+
+    for what, helptext in (
+        ("studies", "list indexed studies"),
+        ("series", "list indexed series"),
+        ("instances", "list indexed instances"),
+    ):
+        p = sub.add_parser(what, help=helptext)
+        _add_config_options(p)
+        p.add_argument("--json", action="store_true", help="JSON for scripts")
+        p.add_argument("--limit", type=int, default=1000)
+        if what == "series":
+            p.add_argument("--study", help="only this StudyInstanceUID")
+        if what == "instances":
+            p.add_argument("--series", help="only this SeriesInstanceUID")
+        p.set_defaults(func=lambda a, w=what: _list(a, w))
+
+    p = sub.add_parser("db", help="database schema")
+    dbsub = p.add_subparsers(dest="db_command", required=True)
+    p = dbsub.add_parser("upgrade", help="apply pending schema migrations")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_db_upgrade)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"spacing-scp: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        from storage.db import SchemaOutdated
+
+        if isinstance(exc, SchemaOutdated):
+            print(f"spacing-scp: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Configuration: embedded defaults, a TOML file, environment variables, options.
+
+Precedence (last wins): defaults < ``--config FILE`` < ``SPACING_SCP_<SECTION>_<KEY>``
+environment variables < command-line options.  Relative paths resolve against
+the configuration file's folder (the working directory when there is none),
+never against the package.  A wrong key or value raises :class:`ConfigError`
+naming the key.  ``config/spacing-scp.toml`` documents every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from scp.pipeline.policy import SWAP_MATCH_KEYS, SWAPPABLE_ATTRIBUTES, SpacingPolicy, SwapRule
+
+ENV_PREFIX = "SPACING_SCP_"
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names the key."""
+
+
+@dataclass
+class NodeConfig:
+    ae_title: str = "SPACING_SCP"
+    host: str = "0.0.0.0"
+    port: int = 11112
+    #: Maximum PDU size the node offers to receive (PS3.8 D.1); 0 means unlimited.
+    max_pdu_size: int = 262144
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 120.0
+    network_timeout: float = 120.0
+    max_associations: int = 32
+    #: Accept private and unknown SOP classes as storage (first proposed transfer syntax).
+    accept_unknown_sop_classes: bool = True
+    #: Largest instance accepted, in bytes; 0 means no limit.
+    max_instance_bytes: int = 0
+    #: Seconds running associations get to finish after SIGTERM/SIGINT.
+    shutdown_grace_s: float = 30.0
+
+
+@dataclass
+class StorageConfig:
+    data_dir: str = "./spacing-data"
+    #: Empty: SQLite file ``index.sqlite3`` inside data_dir.
+    database_url: str = ""
+    #: Below this much free space (MiB) on the data directory C-STORE answers 0xA700.
+    min_free_mb: int = 512
+
+
+@dataclass
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str = ""
+    enabled: bool = True
+
+
+@dataclass
+class LoggingConfig:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+@dataclass
+class PolicyConfig:
+    on_suspect_reversed: Literal["flag", "swap"] = "flag"
+    on_invalid_spacing: Literal["store", "reject"] = "store"
+    coercion_status: Literal["warning", "success"] = "warning"
+    annotate_private: bool = True
+
+
+@dataclass
+class Config:
+    node: NodeConfig = field(default_factory=NodeConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    swap_rules: list[SwapRule] = field(default_factory=list)
+    #: Folder relative paths resolve against.
+    base_dir: Path = field(default_factory=Path.cwd)
+    source: str = "embedded defaults"
+
+    # -- derived -----------------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        path = Path(self.storage.data_dir).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+    @property
+    def database_url(self) -> str:
+        if self.storage.database_url:
+            return self.storage.database_url
+        return f"sqlite:///{self.data_dir / 'index.sqlite3'}"
+
+    @property
+    def spacing_policy(self) -> SpacingPolicy:
+        return SpacingPolicy(
+            swap_rules=tuple(self.swap_rules),
+            on_suspect_reversed=self.policy.on_suspect_reversed,
+            on_invalid_spacing=self.policy.on_invalid_spacing,
+            coercion_status=self.policy.coercion_status,
+            annotate_private=self.policy.annotate_private,
+        )
+
+    def effective(self) -> dict[str, Any]:
+        """The effective configuration, secrets masked (logged at start)."""
+        out: dict[str, Any] = {}
+        for name in _SECTIONS:
+            section = dataclasses.asdict(getattr(self, name))
+            if name == "http" and section.get("token"):
+                section["token"] = "***"
+            out[name] = section
+        out["storage"]["data_dir"] = str(self.data_dir)
+        url = self.database_url
+        if "@" in url:
+            scheme, rest = url.split("://", 1)
+            url = f"{scheme}://***@{rest.split('@', 1)[1]}"
+        out["storage"]["database_url"] = url
+        out["swap_rules"] = [rule.name for rule in self.swap_rules]
+        return out
+
+
+_SECTIONS: dict[str, type] = {
+    "node": NodeConfig,
+    "storage": StorageConfig,
+    "http": HttpConfig,
+    "logging": LoggingConfig,
+    "policy": PolicyConfig,
+}
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check/convert ``value`` for a field annotated ``annotation``."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        allowed = get_args(annotation)
+        if isinstance(value, str) and key.endswith(".level"):
+            value = value.upper()
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "1", "yes", "on"}:
+            return True
+        if isinstance(value, str) and value.lower() in {"false", "0", "no", "off"}:
+            return False
+        raise ConfigError(f"{key}: {value!r} is not a boolean (true/false)")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: {value!r} is not an integer")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: {value!r} is not an integer") from None
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: {value!r} is not a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: {value!r} is not a number") from None
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: {value!r} is not a string")
+        return value
+    raise ConfigError(f"{key}: unsupported setting")  # pragma: no cover
+
+
+def _apply_section(obj: Any, section: str, values: Mapping[str, Any]) -> None:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"[{section}] must be a table")
+    hints = get_type_hints(type(obj))
+    known = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(
+                f"{section}.{key}: unknown key (known: {', '.join(sorted(known))})"
+            )
+        setattr(obj, key, _coerce(f"{section}.{key}", value, hints[key]))
+
+
+def _swap_rule(index: int, raw: Any) -> SwapRule:
+    where = f"swap_rules[{index}]"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    unknown = set(raw) - {"name", "attributes", "match", "comma_decimal"}
+    if unknown:
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}.name: a non-empty string is required")
+    attributes = raw.get("attributes", ["PixelSpacing"])
+    if not isinstance(attributes, list) or not attributes:
+        raise ConfigError(f"{where}.attributes: a non-empty list is required")
+    for attr in attributes:
+        if attr not in SWAPPABLE_ATTRIBUTES:
+            raise ConfigError(
+                f"{where}.attributes: {attr!r} is not one of {sorted(SWAPPABLE_ATTRIBUTES)}"
+            )
+    match = raw.get("match", {})
+    if not isinstance(match, Mapping) or not match:
+        raise ConfigError(f"{where}.match: at least one key to match on is required")
+    for key, pattern in match.items():
+        if key not in SWAP_MATCH_KEYS:
+            raise ConfigError(
+                f"{where}.match.{key}: unknown key (allowed: {', '.join(sorted(SWAP_MATCH_KEYS))})"
+            )
+        if not isinstance(pattern, str):
+            raise ConfigError(f"{where}.match.{key}: a glob pattern string is required")
+    comma = raw.get("comma_decimal", False)
+    if not isinstance(comma, bool):
+        raise ConfigError(f"{where}.comma_decimal: true or false")
+    return SwapRule(name=name, attributes=tuple(attributes), match=dict(match), comma_decimal=comma)
+
+
+def _validate(cfg: Config) -> None:
+    title = cfg.node.ae_title
+    if not (1 <= len(title) <= 16) or not title.strip() or "\\" in title:
+        raise ConfigError("node.ae_title: 1 to 16 characters, not only spaces, no backslash")
+    if any(not (" " <= c < "\x7f") for c in title):
+        raise ConfigError("node.ae_title: only printable ASCII characters (PS3.5 6.2 AE)")
+    for key, port in (("node.port", cfg.node.port), ("http.port", cfg.http.port)):
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{key}: {port} is not a TCP port (0-65535)")
+    if cfg.node.max_pdu_size != 0 and not 4096 <= cfg.node.max_pdu_size <= 2**32 - 1:
+        raise ConfigError("node.max_pdu_size: 0 (unlimited) or 4096 to 4294967295")
+    for key in ("acse_timeout", "dimse_timeout", "network_timeout", "shutdown_grace_s"):
+        if getattr(cfg.node, key) <= 0:
+            raise ConfigError(f"node.{key}: must be greater than 0")
+    if cfg.node.max_associations < 1:
+        raise ConfigError("node.max_associations: at least 1")
+    if cfg.node.max_instance_bytes < 0:
+        raise ConfigError("node.max_instance_bytes: 0 (no limit) or more")
+    if cfg.storage.min_free_mb < 0:
+        raise ConfigError("storage.min_free_mb: 0 or more")
+    if not cfg.storage.data_dir:
+        raise ConfigError("storage.data_dir: must not be empty")
+    url = cfg.storage.database_url
+    if url and not url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+        raise ConfigError("storage.database_url: sqlite:///PATH or postgresql://... expected")
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration.
+
+    ``overrides`` maps ``"section.key"`` to a value (command-line options).
+    """
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"--config: {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        cfg.base_dir = path.resolve().parent
+        cfg.source = str(path)
+        for key, value in data.items():
+            if key in _SECTIONS:
+                _apply_section(getattr(cfg, key), key, value)
+            elif key == "swap_rules":
+                if not isinstance(value, list):
+                    raise ConfigError("swap_rules: use [[swap_rules]] tables")
+                cfg.swap_rules = [_swap_rule(i, raw) for i, raw in enumerate(value)]
+            else:
+                raise ConfigError(
+                    f"{key}: unknown section (known: {', '.join([*_SECTIONS, 'swap_rules'])})"
+                )
+    env = os.environ if environ is None else environ
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section, _, key = rest.partition("_")
+        if section not in _SECTIONS or not key:
+            raise ConfigError(f"{name}: unknown setting (SPACING_SCP_<SECTION>_<KEY>)")
+        _apply_section(getattr(cfg, section), section, {key: value})
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, key = dotted.split(".", 1)
+        _apply_section(getattr(cfg, section), section, {key: value})
+    _validate(cfg)
+    return cfg

@@ -1,0 +1,193 @@
+"""pynetdicom event handlers: C-ECHO, C-STORE, and association logging.
+
+The C-STORE handler only maps the event to :class:`scp.ingest.Received` and the
+:class:`scp.ingest.Outcome` to a DIMSE status (PS3.4 B.2.3); the work is in
+:mod:`scp.ingest`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+
+from scp import status
+from scp.ingest import Ingestor, Received
+
+log = logging.getLogger("spacing_scp.association")
+inst_log = logging.getLogger("spacing_scp.instance")
+
+
+@dataclass
+class AssociationStats:
+    started: float = field(default_factory=time.monotonic)
+    stored: int = 0
+    warnings: int = 0
+    failed: int = 0
+    resends: int = 0
+    bytes: int = 0
+    echoes: int = 0
+    end: str = "closed"
+
+
+def _ae(value: Any) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", errors="replace")
+    return str(value or "").strip()
+
+
+def _peer(assoc: Any) -> str:
+    info = assoc.requestor.address_info
+    return f"{info.address}:{info.port}"
+
+
+class Handlers:
+    """Binds one :class:`Ingestor` to pynetdicom events."""
+
+    def __init__(self, ingestor: Ingestor) -> None:
+        self.ingestor = ingestor
+        self._stats: weakref.WeakKeyDictionary[Any, AssociationStats] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+
+    def stats(self, assoc: Any) -> AssociationStats:
+        with self._lock:
+            st = self._stats.get(assoc)
+            if st is None:
+                st = self._stats[assoc] = AssociationStats()
+            return st
+
+    def bindings(self) -> list[tuple[Any, Any]]:
+        return [
+            (evt.EVT_CONN_OPEN, self.on_conn_open),
+            (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_ACCEPTED, self.on_accepted),
+            (evt.EVT_REJECTED, self.on_rejected),
+            (evt.EVT_RELEASED, self.on_released),
+            (evt.EVT_ABORTED, self.on_aborted),
+            (evt.EVT_CONN_CLOSE, self.on_conn_close),
+        ]
+
+    # -- events ------------------------------------------------------------------------------
+    def on_conn_open(self, event: Any) -> None:
+        self.stats(event.assoc)
+        sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+        if sock is not None:
+            # dcmtk-style senders write a header then a body per message; without
+            # TCP_NODELAY each would wait for a delayed ACK (performance-notes.md).
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def on_echo(self, event: Any) -> int:
+        self.stats(event.assoc).echoes += 1
+        return status.SUCCESS
+
+    def on_store(self, event: Any) -> Dataset:
+        assoc = event.assoc
+        req = event.request
+        rcv = Received(
+            path=Path(event.dataset_path),
+            sop_class_uid=str(req.AffectedSOPClassUID or ""),
+            sop_instance_uid=str(req.AffectedSOPInstanceUID or ""),
+            calling_ae_title=_ae(assoc.requestor.ae_title),
+            called_ae_title=_ae(assoc.acceptor.ae_title),
+            peer_address=_peer(assoc),
+        )
+        try:
+            size = rcv.path.stat().st_size
+        except OSError:
+            size = 0
+        try:
+            outcome = self.ingestor.ingest(rcv)
+        except Exception as exc:  # never let an exception become a silent abort
+            inst_log.exception("C-STORE %s failed", rcv.sop_instance_uid)
+            rsp = Dataset()
+            rsp.Status = status.PROCESSING_FAILURE
+            rsp.ErrorComment = f"internal error: {type(exc).__name__}"[:64]
+            self.stats(assoc).failed += 1
+            return rsp
+        st = self.stats(assoc)
+        if outcome.stored:
+            st.stored += 1
+            st.bytes += size
+            st.resends += int(outcome.resend)
+            st.warnings += int(outcome.status != status.SUCCESS)
+        else:
+            st.failed += 1
+        verdict = outcome.result.verdict if outcome.result is not None else "-"
+        codes = ",".join(outcome.result.codes) if outcome.result is not None else ""
+        inst_log.log(
+            logging.INFO if outcome.stored else logging.WARNING,
+            "C-STORE sop=%s status=0x%04X (%s) ms=%.1f bytes=%d from=%s%s spacing=%s%s%s",
+            outcome.sop_instance_uid,
+            outcome.status,
+            status.describe(outcome.status),
+            outcome.milliseconds,
+            size,
+            rcv.calling_ae_title,
+            " resend" if outcome.resend else "",
+            verdict,
+            f" codes={codes}" if codes else "",
+            f" comment={outcome.comment!r}" if outcome.comment else "",
+        )
+        rsp = Dataset()
+        rsp.Status = outcome.status
+        if outcome.comment:
+            # Error Comment (0000,0902) is LO: 64 characters at most (PS3.7 C.4.2.1.4).
+            rsp.ErrorComment = outcome.comment.replace("\\", "/")[:64]
+        return rsp
+
+    def on_accepted(self, event: Any) -> None:
+        assoc = event.assoc
+        contexts = ", ".join(
+            f"{cx.abstract_syntax.name}/{cx.transfer_syntax[0].name}"
+            for cx in assoc.accepted_contexts
+        )
+        log.info(
+            "association accepted peer=%s calling=%s called=%s contexts=%d [%s]",
+            _peer(assoc),
+            _ae(assoc.requestor.ae_title),
+            _ae(assoc.acceptor.ae_title),
+            len(assoc.accepted_contexts),
+            contexts[:2000],
+        )
+
+    def on_rejected(self, event: Any) -> None:
+        self.stats(event.assoc).end = "rejected"
+
+    def on_released(self, event: Any) -> None:
+        self.stats(event.assoc).end = "released"
+
+    def on_aborted(self, event: Any) -> None:
+        self.stats(event.assoc).end = "aborted"
+
+    def on_conn_close(self, event: Any) -> None:
+        assoc = event.assoc
+        st = self.stats(assoc)
+        log.info(
+            "association %s peer=%s calling=%s called=%s duration=%.2fs stored=%d "
+            "warnings=%d failed=%d resends=%d echoes=%d bytes=%d",
+            st.end,
+            _peer(assoc),
+            _ae(assoc.requestor.ae_title),
+            _ae(assoc.acceptor.ae_title),
+            time.monotonic() - st.started,
+            st.stored,
+            st.warnings,
+            st.failed,
+            st.resends,
+            st.echoes,
+            st.bytes,
+        )

@@ -1,0 +1,372 @@
+"""From a received file to a stored, indexed instance and a DIMSE status.
+
+This is the C-STORE handler's work without the network: check the bytes,
+run the spacing pipeline, apply its edits by a streaming rewrite, store
+durably, index, and only then answer Success (PS3.4 B.2.3).  Any failure
+after the file was placed undoes it, so nothing partial is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from sqlalchemy.orm import Session, sessionmaker
+
+from scp import __version__, status
+from scp.pipeline import run_pipeline
+from scp.pipeline.model import Edit, Finding, InstanceContext, PipelineResult, Severity
+from scp.pipeline.policy import SpacingPolicy
+from scp.pipeline.record import apply_edits
+from storage.db import write_session
+from storage.filestore import FileStore
+from storage.header_codec import UnsupportedRewrite, encode_header
+from storage.index import ActionRow, FindingRow, IndexEntry, record_instance
+from storage.part10 import MalformedDataset, ReceivedFile, build_file_meta, read_received
+from storage.uids import InvalidUID, check_uid, normalize_uid
+
+log = logging.getLogger("spacing_scp.ingest")
+
+#: Implementation Class UID of the node (PS3.7 D.3.3.2), under the pydicom-derived root
+#: ``1.2.826.0.1.3680043.8.498`` reserved for applications built with pydicom.
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.90210.1"
+IMPLEMENTATION_VERSION_NAME = f"SPACING_SCP_{__version__}".replace(".", "")[:16]
+
+
+@dataclass(frozen=True)
+class Received:
+    """A C-STORE request as the handler saw it."""
+
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    calling_ae_title: str = ""
+    called_ae_title: str = ""
+    peer_address: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What became of one instance."""
+
+    status: int
+    sop_instance_uid: str
+    comment: str | None = None
+    resend: bool = False
+    stored_path: Path | None = None
+    result: PipelineResult | None = None
+    milliseconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stored(self) -> bool:
+        return status.is_stored(self.status)
+
+
+def _text(ds: Dataset, keyword: str, limit: int = 64) -> str | None:
+    """A header value as text for the index (lenient: never raises)."""
+    try:
+        elem = ds.get(keyword)
+    except Exception:
+        return None
+    if elem is None:
+        return None
+    try:
+        value = elem if not hasattr(elem, "value") else elem.value
+    except Exception:
+        return None
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1", errors="replace")
+    text = str(value).strip("\x00 ")
+    return text[:limit] if text else None
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except Exception:
+        return None
+
+
+def _float(ds: Dataset, keyword: str) -> float | None:
+    try:
+        value = ds.get(keyword)
+        return float(value) if value not in (None, "") else None
+    except Exception:
+        return None
+
+
+def raw_pixel_spacing(ds: Dataset) -> str | None:
+    """Pixel Spacing (0028,0030) exactly as received (the value field's text)."""
+    try:
+        raw = ds.get_item(0x00280030)
+    except Exception:
+        return None
+    if raw is None:
+        return None
+    value = raw.value
+    if isinstance(value, bytes):
+        return value.decode("latin-1", errors="replace").rstrip("\x00 ")[:255]
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or hasattr(value, "__iter__") and not isinstance(value, str):
+        return "\\".join(str(v) for v in value)[:255]
+    return str(value)[:255]
+
+
+class Ingestor:
+    """Stores received instances; one per process, shared by all associations."""
+
+    def __init__(
+        self,
+        store: FileStore,
+        sessions: sessionmaker[Session],
+        *,
+        ae_title: str,
+        policy: SpacingPolicy,
+        min_free_bytes: int = 0,
+        max_instance_bytes: int = 0,
+    ) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.ae_title = ae_title
+        self.policy = policy
+        self.min_free_bytes = min_free_bytes
+        self.max_instance_bytes = max_instance_bytes
+
+    def ingest(self, rcv: Received) -> Outcome:
+        started = time.perf_counter()
+        outcome = self._ingest(rcv)
+        outcome.milliseconds = (time.perf_counter() - started) * 1000
+        return outcome
+
+    def _fail(self, rcv: Received, code: int, comment: str) -> Outcome:
+        return Outcome(code, normalize_uid(rcv.sop_instance_uid), comment=comment[:1024])
+
+    def _ingest(self, rcv: Received) -> Outcome:
+        if self.max_instance_bytes:
+            size = rcv.path.stat().st_size
+            if size > self.max_instance_bytes:
+                return self._fail(
+                    rcv,
+                    status.ERROR_CANNOT_UNDERSTAND_TOO_LARGE,
+                    f"instance of {size} bytes exceeds the limit of {self.max_instance_bytes}",
+                )
+        if self.min_free_bytes and self.store.free_bytes() < self.min_free_bytes:
+            return self._fail(
+                rcv,
+                status.REFUSED_OUT_OF_RESOURCES,
+                "free space on the data directory is below the configured floor",
+            )
+        try:
+            received = read_received(rcv.path)
+        except MalformedDataset as exc:
+            return self._fail(rcv, status.ERROR_CANNOT_UNDERSTAND, str(exc))
+        header = received.header
+        mismatch = self._check_identity(rcv, header)
+        if mismatch:
+            return self._fail(rcv, status.ERROR_DATASET_DOES_NOT_MATCH_SOP_CLASS, mismatch)
+        try:
+            sop_uid = check_uid(rcv.sop_instance_uid, "SOPInstanceUID")
+            sop_class = check_uid(rcv.sop_class_uid, "SOPClassUID")
+            study_uid = check_uid(header.get("StudyInstanceUID"), "StudyInstanceUID")
+            series_uid = check_uid(header.get("SeriesInstanceUID"), "SeriesInstanceUID")
+            relpath = self.store.relpath(study_uid, series_uid, sop_uid)
+        except InvalidUID as exc:
+            return self._fail(rcv, status.ERROR_CANNOT_UNDERSTAND_UID, str(exc))
+
+        result = self._run_pipeline(header, rcv)
+        if self.policy.on_invalid_spacing == "reject" and result.verdict == Severity.INVALID:
+            invalid = [f.code for f in result.findings if f.severity == Severity.INVALID]
+            return Outcome(
+                status.ERROR_DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                sop_uid,
+                comment=f"invalid spacing rejected by site policy: {', '.join(invalid)}"[:1024],
+                result=result,
+            )
+        header_bytes = self._rewrite(received, result)
+        code = status.SUCCESS
+        if result.edits and self.policy.coercion_status == "warning":
+            code = status.WARNING_COERCION_OF_DATA_ELEMENTS
+
+        meta = build_file_meta(
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_uid,
+            transfer_syntax_uid=received.transfer_syntax_uid,
+            source_ae_title=rcv.calling_ae_title,
+            receiving_ae_title=self.ae_title,
+            implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+            implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+        )
+        entry = self._entry(rcv, received, result, relpath, code, sop_class, study_uid, series_uid)
+        with self.store.locked(sop_uid):
+            from storage.part10 import write_part10
+
+            pending = self.store.put(
+                relpath,
+                lambda fh: write_part10(fh, meta, received, header_bytes),
+                original=(lambda fh: write_part10(fh, meta, received, None))
+                if header_bytes is not None
+                else None,
+            )
+            entry.size_bytes = pending.size
+            entry.original_path = str(relpath) if header_bytes is not None else None
+            try:
+                with write_session(self.sessions) as session:
+                    _, resend = record_instance(session, entry)
+            except Exception as exc:
+                log.exception("index commit failed for %s; file removed", sop_uid)
+                self.store.rollback(pending)
+                return Outcome(
+                    status.PROCESSING_FAILURE,
+                    sop_uid,
+                    comment=f"index commit failed: {type(exc).__name__}",
+                    result=result,
+                )
+            self.store.commit(pending)
+        return Outcome(code, sop_uid, resend=resend, stored_path=pending.path, result=result)
+
+    # -- steps -----------------------------------------------------------------------------
+    @staticmethod
+    def _check_identity(rcv: Received, header: Dataset) -> str | None:
+        """SOP Class/Instance of the data set must be the request's (PS3.4 B.2.3, 0xA900)."""
+        problems = []
+        for keyword, requested in (
+            ("SOPClassUID", rcv.sop_class_uid),
+            ("SOPInstanceUID", rcv.sop_instance_uid),
+        ):
+            in_data = normalize_uid(_text(header, keyword))
+            if not in_data:
+                problems.append(f"{keyword} is missing from the data set")
+            elif in_data != normalize_uid(requested):
+                problems.append(
+                    f"{keyword} {in_data} in the data set differs from the request's {requested}"
+                )
+        return "; ".join(problems) or None
+
+    def _run_pipeline(self, header: Dataset, rcv: Received) -> PipelineResult:
+        ctx = InstanceContext(
+            calling_ae_title=rcv.calling_ae_title, called_ae_title=rcv.called_ae_title
+        )
+        try:
+            return run_pipeline(header, ctx, self.policy)
+        except Exception as exc:  # a pipeline bug must never lose an image
+            log.exception("spacing pipeline failed on %s", rcv.sop_instance_uid)
+            return PipelineResult(
+                findings=[
+                    Finding(
+                        "PIPELINE_ERROR",
+                        Severity.WARNING,
+                        f"spacing checks could not run: {type(exc).__name__}: {exc}"[:500],
+                    )
+                ]
+            )
+
+    def _rewrite(self, received: ReceivedFile, result: PipelineResult) -> bytes | None:
+        """Apply the pipeline's edits to the header and encode it; ``None`` if unchanged."""
+        if not result.edits:
+            return None
+        try:
+            apply_edits(received.header, result.edits, self.ae_title, datetime.now(UTC))
+            return encode_header(received.header, received.transfer_syntax_uid)
+        except UnsupportedRewrite as exc:
+            result.findings.append(
+                Finding("NOT_REWRITTEN", Severity.WARNING, f"edits not applied: {exc}")
+            )
+        except Exception as exc:
+            log.exception("rewrite failed; storing the instance as received")
+            result.findings.append(
+                Finding("NOT_REWRITTEN", Severity.WARNING, f"edits not applied: {exc}"[:500])
+            )
+        not_applied = list(result.edits)
+        result.edits.clear()
+        for edit in not_applied:
+            result.findings.append(_unapplied(edit))
+        return None
+
+    def _entry(
+        self,
+        rcv: Received,
+        received: ReceivedFile,
+        result: PipelineResult,
+        relpath: Path,
+        code: int,
+        sop_class: str,
+        study_uid: str,
+        series_uid: str,
+    ) -> IndexEntry:
+        h = received.header
+        eff = result.effective
+        return IndexEntry(
+            study_instance_uid=study_uid,
+            series_instance_uid=series_uid,
+            sop_instance_uid=normalize_uid(rcv.sop_instance_uid),
+            sop_class_uid=sop_class,
+            transfer_syntax_uid=str(received.transfer_syntax_uid),
+            path=str(relpath),
+            size_bytes=received.size,
+            calling_ae_title=rcv.calling_ae_title[:16],
+            called_ae_title=rcv.called_ae_title[:16],
+            peer_address=rcv.peer_address,
+            received_at=datetime.now(UTC),
+            status=code,
+            study={
+                "patient_id": _text(h, "PatientID"),
+                "accession_number": _text(h, "AccessionNumber"),
+                "study_date": _text(h, "StudyDate", 8),
+                "study_time": _text(h, "StudyTime", 32),
+                "study_description": _text(h, "StudyDescription"),
+            },
+            series={
+                "modality": _text(h, "Modality", 16),
+                "manufacturer": _text(h, "Manufacturer"),
+                "manufacturer_model_name": _text(h, "ManufacturerModelName"),
+                "station_name": _text(h, "StationName", 16),
+                "series_number": _text(h, "SeriesNumber", 12),
+                "series_description": _text(h, "SeriesDescription"),
+            },
+            instance={
+                "instance_number": _text(h, "InstanceNumber", 12),
+                "number_of_frames": _int(h, "NumberOfFrames"),
+                "rows": _int(h, "Rows"),
+                "columns": _int(h, "Columns"),
+                "received_pixel_spacing": raw_pixel_spacing(h),
+                "pixel_spacing_row_mm": eff.row_mm,
+                "pixel_spacing_column_mm": eff.column_mm,
+                "spacing_source": eff.source,
+                "calibration": eff.calibration,
+                "verdict": result.verdict,
+                "frame_of_reference_uid": _text(h, "FrameOfReferenceUID"),
+                "image_position_patient": _text(h, "ImagePositionPatient", 255),
+                "image_orientation_patient": _text(h, "ImageOrientationPatient", 255),
+                "slice_thickness": _float(h, "SliceThickness"),
+                "spacing_between_slices": _float(h, "SpacingBetweenSlices"),
+            },
+            findings=[
+                FindingRow(f.code, f.severity.value, f.message, f.rule, f.tag)
+                for f in result.findings
+            ],
+            actions=[
+                ActionRow(
+                    e.code, e.reason, e.attribute, "/".join(map(str, e.path)), e.old, e.new
+                )
+                for e in result.edits
+            ],
+        )
+
+
+def _unapplied(edit: Edit) -> Finding:
+    return Finding(
+        edit.code,
+        Severity.WARNING,
+        f"{edit.attribute} would be changed from {edit.old!r} to {edit.new!r} but the "
+        "instance could not be rewritten; kept as received",
+    )

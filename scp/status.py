@@ -1,0 +1,57 @@
+"""DIMSE status codes the node answers with (PS3.4 Annex B.2.3, PS3.7 C.4.2)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+SUCCESS: Final = 0x0000
+
+# Warnings (PS3.4 B.2.3): the instance was stored.
+WARNING_COERCION_OF_DATA_ELEMENTS: Final = 0xB000
+WARNING_ELEMENTS_DISCARDED: Final = 0xB006
+WARNING_DATASET_DOES_NOT_MATCH_SOP_CLASS: Final = 0xB007
+
+# Failures (PS3.4 B.2.3): nothing was stored.
+REFUSED_OUT_OF_RESOURCES: Final = 0xA700
+ERROR_DATASET_DOES_NOT_MATCH_SOP_CLASS: Final = 0xA900
+#: Cannot understand (0xCxxx family): the data set could not be parsed.
+ERROR_CANNOT_UNDERSTAND: Final = 0xC210
+#: Cannot understand: an identifying UID breaks the UI grammar (PS3.5 9.1).
+ERROR_CANNOT_UNDERSTAND_UID: Final = 0xC211
+#: Cannot understand: the instance exceeds the configured maximum size.
+ERROR_CANNOT_UNDERSTAND_TOO_LARGE: Final = 0xC212
+#: Processing failure (PS3.7 C.4.2): the node failed to store or index.
+PROCESSING_FAILURE: Final = 0x0110
+
+SUCCESS_STATUSES: Final = frozenset({SUCCESS})
+WARNING_STATUSES: Final = frozenset(
+    {
+        WARNING_COERCION_OF_DATA_ELEMENTS,
+        WARNING_ELEMENTS_DISCARDED,
+        WARNING_DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    }
+)
+
+
+def is_stored(status: int) -> bool:
+    """True for statuses that mean the instance is stored (success or warning)."""
+    return status in SUCCESS_STATUSES or status in WARNING_STATUSES
+
+
+def describe(status: int) -> str:
+    """A short human-readable name for a status code."""
+    return _NAMES.get(status, f"0x{status:04X}")
+
+
+_NAMES: Final = {
+    SUCCESS: "Success",
+    WARNING_COERCION_OF_DATA_ELEMENTS: "Warning: coercion of data elements",
+    WARNING_ELEMENTS_DISCARDED: "Warning: elements discarded",
+    WARNING_DATASET_DOES_NOT_MATCH_SOP_CLASS: "Warning: data set does not match SOP class",
+    REFUSED_OUT_OF_RESOURCES: "Refused: out of resources",
+    ERROR_DATASET_DOES_NOT_MATCH_SOP_CLASS: "Error: data set does not match SOP class",
+    ERROR_CANNOT_UNDERSTAND: "Error: cannot understand",
+    ERROR_CANNOT_UNDERSTAND_UID: "Error: cannot understand (invalid UID)",
+    ERROR_CANNOT_UNDERSTAND_TOO_LARGE: "Error: cannot understand (instance too large)",
+    PROCESSING_FAILURE: "Failure: processing failure",
+}

@@ -1,0 +1,1 @@
+"""Durable file store and SQL index of studies, series, instances and findings."""

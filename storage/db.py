@@ -1,0 +1,130 @@
+"""One engine and one session factory per process, and the schema's migrations.
+
+SQLite runs in WAL mode with a busy timeout (concurrent associations wait
+for each other instead of failing) and ``synchronous=FULL`` (a committed
+instance survives a power cut: Success means durable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Execution option marking a write transaction (see :func:`write_session`).
+WRITE_OPTION = "spacing_scp_write"
+
+
+class SchemaOutdated(RuntimeError):
+    """The database schema is older than this version of the node."""
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def make_engine(url: str) -> Engine:
+    """Create the process's engine for ``url`` (SQLite or PostgreSQL)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            pool_size=8,
+            max_overflow=16,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+            # Let SQLAlchemy emit BEGIN itself (see _sqlite_begin).
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # Write transactions take the write lock up front (BEGIN IMMEDIATE): two
+            # associations indexing into one series then wait for each other (busy
+            # timeout) instead of failing on a read-to-write lock upgrade.
+            if conn.get_execution_options().get(WRITE_OPTION):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql("BEGIN")
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def write_session(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session for one short write transaction, committed on exit."""
+    with factory() as session:
+        session.connection(execution_options={WRITE_OPTION: True})
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def alembic_config(engine: Engine) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision() -> str | None:
+    script = ScriptDirectory(str(MIGRATIONS_DIR))
+    return script.get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str | None]:
+    """Apply every pending migration; return (before, after) revisions."""
+    before = current_revision(engine)
+    command.upgrade(alembic_config(engine), "head")
+    return before, current_revision(engine)
+
+
+def ensure_schema(engine: Engine, *, create_if_empty: bool = True) -> None:
+    """Check the schema is at head; initialise an empty database.
+
+    An existing database behind the head revision is never migrated silently:
+    :class:`SchemaOutdated` names the command that does it.
+    """
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    if current is None and create_if_empty:
+        upgrade(engine)
+        return
+    raise SchemaOutdated(
+        f"database schema is at revision {current or 'none'}, this version needs {head}: "
+        "run `spacing-scp db upgrade` (with the same --config/--database-url) first"
+    )

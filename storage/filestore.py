@@ -1,0 +1,194 @@
+"""The durable file store: ``<study>/<series>/<sop>.dcm`` under the data directory.
+
+Every file is written to a temporary file on the same filesystem, fsynced,
+renamed into place, and its folder fsynced (so the rename itself is durable).
+A file that replaces an earlier copy (a resend of the same SOP Instance UID)
+first moves that copy aside, so that a failed index commit can put it back:
+nothing already accepted is ever lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from storage.uids import instance_relpath
+
+_BACKUP_SUFFIX = ".prev"
+_LOCK_STRIPES = 256
+
+
+@dataclass
+class PendingFile:
+    """A file renamed into place whose index entry is not yet committed."""
+
+    path: Path
+    relpath: Path
+    size: int
+    backup: Path | None
+    original_relpath: Path | None = None
+    original_backup: Path | None = None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileStore:
+    """Durable storage of instance files below ``root``.
+
+    Layout: ``instances/`` (what the node vouches for), ``originals/`` (the bytes as
+    received, kept whenever the node changed an instance), ``tmp/`` (receive area;
+    emptied at start-up).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.instances = root / "instances"
+        self.originals = root / "originals"
+        self.tmp = root / "tmp"
+        for d in (self.root, self.instances, self.originals, self.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+        self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+
+    # -- locking -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self, sop_instance_uid: str) -> Iterator[None]:
+        """Serialize work on one SOP Instance UID within this process."""
+        lock = self._locks[zlib.crc32(sop_instance_uid.encode()) % _LOCK_STRIPES]
+        with lock:
+            yield
+
+    # -- paths ---------------------------------------------------------------------------
+    def relpath(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
+        return instance_relpath(study_uid, series_uid, sop_uid)
+
+    def path(self, relpath: Path | str) -> Path:
+        return self.instances / relpath
+
+    def original_path(self, relpath: Path | str) -> Path:
+        return self.originals / relpath
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    # -- writing -------------------------------------------------------------------------
+    def _ensure_dir(self, directory: Path, base: Path) -> None:
+        if directory.is_dir():
+            return
+        parent = directory.parent
+        if parent != base:
+            self._ensure_dir(parent, base)
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir()
+        _fsync_dir(parent)
+
+    def _write_durable(self, target: Path, base: Path, write: Callable[[BinaryIO], None]) -> Path | None:
+        """Write ``target`` durably; return the path of the moved-aside previous copy."""
+        self._ensure_dir(target.parent, base)
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, suffix=".part")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            backup: Path | None = None
+            if target.exists():
+                backup = target.with_name(target.name + _BACKUP_SUFFIX)
+                os.replace(target, backup)
+            os.replace(tmp, target)
+            _fsync_dir(target.parent)
+            return backup
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+
+    def put(
+        self,
+        relpath: Path,
+        write: Callable[[BinaryIO], None],
+        original: Callable[[BinaryIO], None] | None = None,
+    ) -> PendingFile:
+        """Durably place a file (and optionally its original bytes); commit or roll back."""
+        original_backup: Path | None = None
+        original_relpath: Path | None = None
+        if original is not None:
+            original_relpath = relpath
+            original_backup = self._write_durable(
+                self.original_path(relpath), self.originals, original
+            )
+        try:
+            target = self.path(relpath)
+            backup = self._write_durable(target, self.instances, write)
+        except BaseException:
+            if original_relpath is not None:
+                self._undo(self.original_path(original_relpath), original_backup)
+            raise
+        return PendingFile(
+            target, relpath, target.stat().st_size, backup, original_relpath, original_backup
+        )
+
+    def commit(self, pending: PendingFile) -> None:
+        """The index committed: drop the moved-aside copies."""
+        for backup in (pending.backup, pending.original_backup):
+            if backup is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    backup.unlink()
+        if pending.original_relpath is None:
+            # An earlier copy of this instance may have been changed; its original no longer
+            # describes what is stored.
+            with contextlib.suppress(FileNotFoundError):
+                self.original_path(pending.relpath).unlink()
+
+    def rollback(self, pending: PendingFile) -> None:
+        """The index failed: remove the new file and put any previous copy back."""
+        self._undo(pending.path, pending.backup)
+        if pending.original_relpath is not None:
+            self._undo(self.original_path(pending.original_relpath), pending.original_backup)
+
+    def _undo(self, target: Path, backup: Path | None) -> None:
+        if backup is not None:
+            os.replace(backup, target)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+        _fsync_dir(target.parent)
+
+    # -- start-up ------------------------------------------------------------------------
+    def recover(self) -> list[str]:
+        """Remove temporary files and settle copies a crash left moved aside.
+
+        A ``.prev`` copy whose file is missing is put back (the crash hit between the two
+        renames); one beside a file is dropped only if that file is indexed, which the
+        caller decides with ``keep_new``; here the newer file wins, since it was written
+        and synced completely before the rename.
+        """
+        actions: list[str] = []
+        for entry in self.tmp.iterdir():
+            if entry.is_file():
+                entry.unlink()
+                actions.append(f"removed temporary file {entry.name}")
+        for base in (self.instances, self.originals):
+            for backup in base.rglob("*" + _BACKUP_SUFFIX):
+                target = backup.with_name(backup.name[: -len(_BACKUP_SUFFIX)])
+                if target.exists():
+                    backup.unlink()
+                    actions.append(f"dropped superseded copy {backup.relative_to(self.root)}")
+                else:
+                    os.replace(backup, target)
+                    actions.append(f"restored {target.relative_to(self.root)}")
+        return actions

@@ -1,0 +1,140 @@
+"""SQLAlchemy models of the index: studies, series, instances, findings, actions.
+
+Column names are DICOM keywords in snake case (``series_instance_uid``), so
+the index reads like the standard.  Schema changes go through Alembic
+(``storage/migrations``); never ``create_all`` in production.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    accession_number: Mapped[str | None] = mapped_column(String(64), index=True)
+    study_date: Mapped[str | None] = mapped_column(String(8), index=True)
+    study_time: Mapped[str | None] = mapped_column(String(32))
+    study_description: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    series: Mapped[list[Series]] = relationship(back_populates="study")
+
+
+class Series(Base):
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    modality: Mapped[str | None] = mapped_column(String(16), index=True)
+    manufacturer: Mapped[str | None] = mapped_column(String(64))
+    manufacturer_model_name: Mapped[str | None] = mapped_column(String(64))
+    station_name: Mapped[str | None] = mapped_column(String(16))
+    series_number: Mapped[str | None] = mapped_column(String(12))
+    series_description: Mapped[str | None] = mapped_column(String(64))
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    corrected_instances: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+    study: Mapped[Study] = relationship(back_populates="series")
+    instances: Mapped[list[Instance]] = relationship(back_populates="series")
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    instance_number: Mapped[str | None] = mapped_column(String(12))
+    number_of_frames: Mapped[int | None] = mapped_column(Integer)
+    rows: Mapped[int | None] = mapped_column(Integer)
+    columns: Mapped[int | None] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(String(255))
+    original_path: Mapped[str | None] = mapped_column(String(255))
+    calling_ae_title: Mapped[str] = mapped_column(String(16), index=True)
+    called_ae_title: Mapped[str] = mapped_column(String(16))
+    peer_address: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    receive_count: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[int] = mapped_column(Integer)
+    # Spacing as received (raw text, exactly as in the data set) and as judged.
+    received_pixel_spacing: Mapped[str | None] = mapped_column(String(255))
+    pixel_spacing_row_mm: Mapped[float | None] = mapped_column(Float)
+    pixel_spacing_column_mm: Mapped[float | None] = mapped_column(Float)
+    spacing_source: Mapped[str | None] = mapped_column(String(32))
+    calibration: Mapped[str | None] = mapped_column(String(64))
+    verdict: Mapped[str] = mapped_column(String(16), default="ok", index=True)
+    # Geometry for the series summary (PS3.3 C.7.6.2), as received.
+    frame_of_reference_uid: Mapped[str | None] = mapped_column(String(64))
+    image_position_patient: Mapped[str | None] = mapped_column(String(255))
+    image_orientation_patient: Mapped[str | None] = mapped_column(String(255))
+    slice_thickness: Mapped[float | None] = mapped_column(Float)
+    spacing_between_slices: Mapped[float | None] = mapped_column(Float)
+    geometry: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    series: Mapped[Series] = relationship(back_populates="instances")
+    findings: Mapped[list[InstanceFinding]] = relationship(
+        back_populates="instance", cascade="all, delete-orphan"
+    )
+    actions: Mapped[list[InstanceAction]] = relationship(
+        back_populates="instance", cascade="all, delete-orphan"
+    )
+
+
+class InstanceFinding(Base):
+    __tablename__ = "instance_findings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), index=True
+    )
+    code: Mapped[str] = mapped_column(String(64), index=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    rule: Mapped[str | None] = mapped_column(String(16))
+    tag: Mapped[str | None] = mapped_column(String(16))
+
+    instance: Mapped[Instance] = relationship(back_populates="findings")
+
+
+class InstanceAction(Base):
+    """An edit the node applied to an instance (recorded in the file too, PS3.3 C.12.1.1.9)."""
+
+    __tablename__ = "instance_actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), index=True
+    )
+    code: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(16))
+    attribute: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(255))
+    old: Mapped[str | None] = mapped_column(Text)
+    new: Mapped[str | None] = mapped_column(Text)
+
+    instance: Mapped[Instance] = relationship(back_populates="actions")
+
+
+Index("ix_series_study_modality", Series.study_id, Series.modality)
