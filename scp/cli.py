@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -125,12 +126,24 @@ def _list(args: argparse.Namespace, what: str) -> int:
     with sessions() as session:
         if what == "studies":
             rows = index.list_studies(session, limit=args.limit)
-            cols = ["study_instance_uid", "patient_id", "accession_number", "study_date",
-                    "series_count", "instance_count"]
+            cols = [
+                "study_instance_uid",
+                "patient_id",
+                "accession_number",
+                "study_date",
+                "series_count",
+                "instance_count",
+            ]
         elif what == "series":
             rows = index.list_series(session, args.study, limit=args.limit)
-            cols = ["series_instance_uid", "modality", "instance_count", "corrected_instances",
-                    "state", "last_received_at"]
+            cols = [
+                "series_instance_uid",
+                "modality",
+                "instance_count",
+                "corrected_instances",
+                "state",
+                "last_received_at",
+            ]
         else:
             rows = index.list_instances(session, args.series, limit=args.limit)
             for r in rows:
@@ -140,8 +153,15 @@ def _list(args: argparse.Namespace, what: str) -> int:
                 )
                 r["source"] = ps["source"]
                 r["status_hex"] = f"0x{r['status']:04X}"
-            cols = ["sop_instance_uid", "status_hex", "verdict", "received_pixel_spacing",
-                    "spacing_mm", "source", "calling_ae_title"]
+            cols = [
+                "sop_instance_uid",
+                "status_hex",
+                "verdict",
+                "received_pixel_spacing",
+                "spacing_mm",
+                "source",
+                "calling_ae_title",
+            ]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -173,12 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="DICOM port (default 11112)")
     p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--ae-title", help="the node's AE title (default SPACING_SCP)")
+    p.add_argument("--http-port", type=int, help="HTTP API port (default 8080)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("echo", help="C-ECHO a node (health check)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=11112)
-    p.add_argument("--called-ae-title", default="SPACING_SCP")
+    p.add_argument("--port", type=int, default=int(os.environ.get("SPACING_SCP_NODE_PORT", 11112)))
+    p.add_argument(
+        "--called-ae-title", default=os.environ.get("SPACING_SCP_NODE_AE_TITLE", "SPACING_SCP")
+    )
     p.add_argument("--calling-ae-title", default="ECHOSCU")
     p.add_argument("--timeout", type=float, default=10.0)
     p.set_defaults(func=cmd_echo)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from scp.pipeline.policy import SWAP_MATCH_KEYS, SWAPPABLE_ATTRIBUTES, SpacingPolicy, SwapRule
+from scp.series.geometry import Tolerance
 
 ENV_PREFIX = "SPACING_SCP_"
 
@@ -76,12 +77,22 @@ class PolicyConfig:
 
 
 @dataclass
+class SeriesConfig:
+    #: A series is ``receiving`` until no instance arrived for this long, then ``settled``.
+    quiet_seconds: float = 60.0
+    #: Rule 25: gaps within max(rel x median, abs_mm) of the median are uniform.
+    uniform_rel_tolerance: float = 0.01
+    uniform_abs_tolerance_mm: float = 0.01
+
+
+@dataclass
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    series: SeriesConfig = field(default_factory=SeriesConfig)
     swap_rules: list[SwapRule] = field(default_factory=list)
     #: Folder relative paths resolve against.
     base_dir: Path = field(default_factory=Path.cwd)
@@ -98,6 +109,12 @@ class Config:
         if self.storage.database_url:
             return self.storage.database_url
         return f"sqlite:///{self.data_dir / 'index.sqlite3'}"
+
+    @property
+    def tolerance(self) -> Tolerance:
+        return Tolerance(
+            rel=self.series.uniform_rel_tolerance, abs_mm=self.series.uniform_abs_tolerance_mm
+        )
 
     @property
     def spacing_policy(self) -> SpacingPolicy:
@@ -133,6 +150,7 @@ _SECTIONS: dict[str, type] = {
     "http": HttpConfig,
     "logging": LoggingConfig,
     "policy": PolicyConfig,
+    "series": SeriesConfig,
 }
 
 
@@ -182,9 +200,7 @@ def _apply_section(obj: Any, section: str, values: Mapping[str, Any]) -> None:
     known = {f.name for f in dataclasses.fields(obj)}
     for key, value in values.items():
         if key not in known:
-            raise ConfigError(
-                f"{section}.{key}: unknown key (known: {', '.join(sorted(known))})"
-            )
+            raise ConfigError(f"{section}.{key}: unknown key (known: {', '.join(sorted(known))})")
         setattr(obj, key, _coerce(f"{section}.{key}", value, hints[key]))
 
 
@@ -242,6 +258,12 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("node.max_instance_bytes: 0 (no limit) or more")
     if cfg.storage.min_free_mb < 0:
         raise ConfigError("storage.min_free_mb: 0 or more")
+    if cfg.series.quiet_seconds <= 0:
+        raise ConfigError("series.quiet_seconds: must be greater than 0")
+    if not 0 <= cfg.series.uniform_rel_tolerance < 1:
+        raise ConfigError("series.uniform_rel_tolerance: 0 to below 1")
+    if cfg.series.uniform_abs_tolerance_mm < 0:
+        raise ConfigError("series.uniform_abs_tolerance_mm: 0 or more")
     if not cfg.storage.data_dir:
         raise ConfigError("storage.data_dir: must not be empty")
     url = cfg.storage.database_url

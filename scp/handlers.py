@@ -7,6 +7,7 @@ The C-STORE handler only maps the event to :class:`scp.ingest.Received` and the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -21,6 +22,7 @@ from pynetdicom import evt
 
 from scp import status
 from scp.ingest import Ingestor, Received
+from scp.metrics import METRICS
 
 log = logging.getLogger("spacing_scp.association")
 inst_log = logging.getLogger("spacing_scp.instance")
@@ -54,9 +56,7 @@ class Handlers:
 
     def __init__(self, ingestor: Ingestor) -> None:
         self.ingestor = ingestor
-        self._stats: weakref.WeakKeyDictionary[Any, AssociationStats] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._stats: weakref.WeakKeyDictionary[Any, AssociationStats] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     def stats(self, assoc: Any) -> AssociationStats:
@@ -85,10 +85,8 @@ class Handlers:
         if sock is not None:
             # dcmtk-style senders write a header then a body per message; without
             # TCP_NODELAY each would wait for a delayed ACK (performance-notes.md).
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
 
     def on_echo(self, event: Any) -> int:
         self.stats(event.assoc).echoes += 1
@@ -118,6 +116,13 @@ class Handlers:
             rsp.ErrorComment = f"internal error: {type(exc).__name__}"[:64]
             self.stats(assoc).failed += 1
             return rsp
+        METRICS.inc("spacing_scp_instances_received_total", status=f"0x{outcome.status:04X}")
+        METRICS.observe_ms("spacing_scp_store_seconds", outcome.milliseconds)
+        if outcome.result is not None and outcome.stored:
+            for finding in outcome.result.findings:
+                METRICS.inc(
+                    "spacing_scp_findings_total", code=finding.code, severity=finding.severity
+                )
         st = self.stats(assoc)
         if outcome.stored:
             st.stored += 1
@@ -176,6 +181,7 @@ class Handlers:
     def on_conn_close(self, event: Any) -> None:
         assoc = event.assoc
         st = self.stats(assoc)
+        METRICS.inc("spacing_scp_associations_total", end=st.end)
         log.info(
             "association %s peer=%s calling=%s called=%s duration=%.2fs stored=%d "
             "warnings=%d failed=%d resends=%d echoes=%d bytes=%d",

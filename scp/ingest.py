@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ from scp.pipeline import run_pipeline
 from scp.pipeline.model import Edit, Finding, InstanceContext, PipelineResult, Severity
 from scp.pipeline.policy import SpacingPolicy
 from scp.pipeline.record import apply_edits
+from scp.pipeline.report import raw_text
+from scp.series.geometry import DEFAULT_TOLERANCE, SliceGeometry, Tolerance, slices_from_dataset
 from storage.db import write_session
 from storage.filestore import FileStore
 from storage.header_codec import UnsupportedRewrite, encode_header
@@ -88,6 +90,12 @@ def _text(ds: Dataset, keyword: str, limit: int = 64) -> str | None:
     return text[:limit] if text else None
 
 
+def _raw(ds: Dataset, keyword: str) -> str | None:
+    """An element's text exactly as received (rule 4 padding aside), at most 255 chars."""
+    text = raw_text(ds, keyword)
+    return None if text is None else text[:255]
+
+
 def _int(ds: Dataset, keyword: str) -> int | None:
     try:
         value = ds.get(keyword)
@@ -104,24 +112,6 @@ def _float(ds: Dataset, keyword: str) -> float | None:
         return None
 
 
-def raw_pixel_spacing(ds: Dataset) -> str | None:
-    """Pixel Spacing (0028,0030) exactly as received (the value field's text)."""
-    try:
-        raw = ds.get_item(0x00280030)
-    except Exception:
-        return None
-    if raw is None:
-        return None
-    value = raw.value
-    if isinstance(value, bytes):
-        return value.decode("latin-1", errors="replace").rstrip("\x00 ")[:255]
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple) or hasattr(value, "__iter__") and not isinstance(value, str):
-        return "\\".join(str(v) for v in value)[:255]
-    return str(value)[:255]
-
-
 class Ingestor:
     """Stores received instances; one per process, shared by all associations."""
 
@@ -134,6 +124,7 @@ class Ingestor:
         policy: SpacingPolicy,
         min_free_bytes: int = 0,
         max_instance_bytes: int = 0,
+        tolerance: Tolerance = DEFAULT_TOLERANCE,
     ) -> None:
         self.store = store
         self.sessions = sessions
@@ -141,6 +132,7 @@ class Ingestor:
         self.policy = policy
         self.min_free_bytes = min_free_bytes
         self.max_instance_bytes = max_instance_bytes
+        self.tolerance = tolerance
 
     def ingest(self, rcv: Received) -> Outcome:
         started = time.perf_counter()
@@ -170,7 +162,10 @@ class Ingestor:
             received = read_received(rcv.path)
         except MalformedDataset as exc:
             return self._fail(rcv, status.ERROR_CANNOT_UNDERSTAND, str(exc))
-        header = received.header
+        # Everything reads a view of the header: reading converts elements, and a converted
+        # element would be re-encoded from its value.  The header itself is only touched by
+        # the edits, so every element they do not change is written back as received.
+        header = received.header[0x00000000:0xFFFFFFFF]
         mismatch = self._check_identity(rcv, header)
         if mismatch:
             return self._fail(rcv, status.ERROR_DATASET_DOES_NOT_MATCH_SOP_CLASS, mismatch)
@@ -206,7 +201,9 @@ class Ingestor:
             implementation_class_uid=IMPLEMENTATION_CLASS_UID,
             implementation_version_name=IMPLEMENTATION_VERSION_NAME,
         )
-        entry = self._entry(rcv, received, result, relpath, code, sop_class, study_uid, series_uid)
+        entry = self._entry(
+            rcv, received, header, result, relpath, code, sop_class, study_uid, series_uid
+        )
         with self.store.locked(sop_uid):
             from storage.part10 import write_part10
 
@@ -221,7 +218,7 @@ class Ingestor:
             entry.original_path = str(relpath) if header_bytes is not None else None
             try:
                 with write_session(self.sessions) as session:
-                    _, resend = record_instance(session, entry)
+                    _, resend = record_instance(session, entry, self.tolerance)
             except Exception as exc:
                 log.exception("index commit failed for %s; file removed", sop_uid)
                 self.store.rollback(pending)
@@ -288,6 +285,13 @@ class Ingestor:
             )
         not_applied = list(result.edits)
         result.edits.clear()
+        # Nothing was changed: findings that said "corrected" become warnings.
+        result.findings[:] = [
+            replace(f, severity=Severity.WARNING, message=f.message + " (not applied)")
+            if f.severity == Severity.CORRECTED
+            else f
+            for f in result.findings
+        ]
         for edit in not_applied:
             result.findings.append(_unapplied(edit))
         return None
@@ -296,6 +300,7 @@ class Ingestor:
         self,
         rcv: Received,
         received: ReceivedFile,
+        h: Dataset,
         result: PipelineResult,
         relpath: Path,
         code: int,
@@ -303,7 +308,6 @@ class Ingestor:
         study_uid: str,
         series_uid: str,
     ) -> IndexEntry:
-        h = received.header
         eff = result.effective
         return IndexEntry(
             study_instance_uid=study_uid,
@@ -338,29 +342,38 @@ class Ingestor:
                 "number_of_frames": _int(h, "NumberOfFrames"),
                 "rows": _int(h, "Rows"),
                 "columns": _int(h, "Columns"),
-                "received_pixel_spacing": raw_pixel_spacing(h),
+                "received_pixel_spacing": _raw(h, "PixelSpacing"),
                 "pixel_spacing_row_mm": eff.row_mm,
                 "pixel_spacing_column_mm": eff.column_mm,
                 "spacing_source": eff.source,
                 "calibration": eff.calibration,
                 "verdict": result.verdict,
                 "frame_of_reference_uid": _text(h, "FrameOfReferenceUID"),
-                "image_position_patient": _text(h, "ImagePositionPatient", 255),
-                "image_orientation_patient": _text(h, "ImageOrientationPatient", 255),
+                "image_position_patient": _raw(h, "ImagePositionPatient"),
+                "image_orientation_patient": _raw(h, "ImageOrientationPatient"),
                 "slice_thickness": _float(h, "SliceThickness"),
                 "spacing_between_slices": _float(h, "SpacingBetweenSlices"),
             },
+            # geometry after the edits (a swap changes the Pixel Spacing the series sees)
+            slices=_slices(received.header[0x00000000:0xFFFFFFFF] if result.edits else h),
             findings=[
                 FindingRow(f.code, f.severity.value, f.message, f.rule, f.tag)
                 for f in result.findings
             ],
             actions=[
-                ActionRow(
-                    e.code, e.reason, e.attribute, "/".join(map(str, e.path)), e.old, e.new
-                )
+                ActionRow(e.code, e.reason, e.attribute, "/".join(map(str, e.path)), e.old, e.new)
                 for e in result.edits
             ],
         )
+
+
+def _slices(header: Dataset) -> list[SliceGeometry]:
+    """Geometry for the series index; never fails the instance (rulebook G is per series)."""
+    try:
+        return slices_from_dataset(header)
+    except Exception:
+        log.debug("no usable geometry", exc_info=True)
+        return []
 
 
 def _unapplied(edit: Edit) -> Finding:

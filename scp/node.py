@@ -20,11 +20,14 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from scp.api.routes import build_router
+from scp.api.server import ApiServer
 from scp.config import Config
 from scp.handlers import Handlers
 from scp.ingest import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, Ingestor
 from storage.db import ensure_schema, make_engine, make_session_factory
 from storage.filestore import FileStore
+from storage.queries import IndexQueries
 
 log = logging.getLogger("spacing_scp.node")
 
@@ -79,7 +82,8 @@ def build_ae(cfg: Config) -> AE:
     ae.require_called_aet = False
     ae.add_supported_context(Verification, list(ACCEPTED_TRANSFER_SYNTAXES[:4]))
     for cx in StoragePresentationContexts:
-        ae.add_supported_context(cx.abstract_syntax, list(ACCEPTED_TRANSFER_SYNTAXES))
+        if cx.abstract_syntax is not None:
+            ae.add_supported_context(cx.abstract_syntax, list(ACCEPTED_TRANSFER_SYNTAXES))
     return ae
 
 
@@ -99,8 +103,11 @@ class Node:
             policy=cfg.spacing_policy,
             min_free_bytes=cfg.storage.min_free_mb * 1024 * 1024,
             max_instance_bytes=cfg.node.max_instance_bytes,
+            tolerance=cfg.tolerance,
         )
         self.handlers = Handlers(self.ingestor)
+        self.queries = IndexQueries(cfg.series.quiet_seconds, cfg.tolerance)
+        self.api: ApiServer | None = None
         self.ae: AE | None = None
         self.server: ThreadedAssociationServer | None = None
         self._stopped = threading.Event()
@@ -115,12 +122,21 @@ class Node:
             log.info("start-up recovery: %s", action)
         configure_pynetdicom(self.cfg, str(self.store.tmp))
         self.ae = build_ae(self.cfg)
-        log.info("effective configuration (%s): %s", self.cfg.source, json.dumps(self.cfg.effective()))
+        log.info(
+            "effective configuration (%s): %s", self.cfg.source, json.dumps(self.cfg.effective())
+        )
         self.server = self.ae.start_server(
             (self.cfg.node.host, self.cfg.node.port),
             block=False,
-            evt_handlers=self.handlers.bindings(),
+            evt_handlers=self.handlers.bindings(),  # type: ignore[arg-type]
         )
+        if self.cfg.http.enabled:
+            router = build_router(self.sessions, self.queries, self.cfg.node.ae_title)
+            self.api = ApiServer(
+                router, self.cfg.http.host, self.cfg.http.port, self.cfg.http.token
+            )
+            self.api.start()
+            log.info("HTTP API on http://%s:%d", self.cfg.http.host, self.api.port)
         log.info(
             "listening on %s:%d as %s (data %s)",
             self.cfg.node.host,
@@ -147,6 +163,8 @@ class Node:
                 assoc.abort()
             for assoc in left:
                 assoc.join(timeout=5)
+        if self.api is not None:
+            self.api.stop()
         self.engine.dispose()
         log.info("stopped")
 

@@ -95,7 +95,9 @@ class FileStore:
             directory.mkdir()
         _fsync_dir(parent)
 
-    def _write_durable(self, target: Path, base: Path, write: Callable[[BinaryIO], None]) -> Path | None:
+    def _write_durable(
+        self, target: Path, base: Path, write: Callable[[BinaryIO], None]
+    ) -> Path | None:
         """Write ``target`` durably; return the path of the moved-aside previous copy."""
         self._ensure_dir(target.parent, base)
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp, suffix=".part")

@@ -15,7 +15,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from scp.series.geometry import DEFAULT_TOLERANCE, SliceGeometry, Tolerance
 from storage.models import Instance, InstanceAction, InstanceFinding, Series, Study
+from storage.series_index import add_instance_geometry
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class IndexEntry:
     peer_address: str | None = None
     findings: list[FindingRow] = field(default_factory=list)
     actions: list[ActionRow] = field(default_factory=list)
+    slices: list[SliceGeometry] = field(default_factory=list)
 
 
 _STUDY_FIELDS = (
@@ -107,7 +110,6 @@ def _get_or_create_series(session: Session, entry: IndexEntry, study: Study) -> 
             study=study,
             instance_count=0,
             corrected_instances=0,
-            state="receiving",
             created_at=entry.received_at,
             last_received_at=entry.received_at,
         )
@@ -117,12 +119,14 @@ def _get_or_create_series(session: Session, entry: IndexEntry, study: Study) -> 
         if value is not None:
             setattr(series, name, value)
     series.last_received_at = entry.received_at
-    series.state = "receiving"
     return series
 
 
-def record_instance(session: Session, entry: IndexEntry) -> tuple[Instance, bool]:
-    """Insert or replace the instance; return it and whether it was a resend."""
+def record_instance(
+    session: Session, entry: IndexEntry, tolerance: Tolerance = DEFAULT_TOLERANCE
+) -> tuple[Instance, bool]:
+    """Insert or replace the instance, update its series geometry; return it and whether
+    it was a resend."""
     study = _get_or_create_study(session, entry)
     series = _get_or_create_series(session, entry, study)
     session.flush()
@@ -173,6 +177,11 @@ def record_instance(session: Session, entry: IndexEntry) -> tuple[Instance, bool
         entry.original_path is not None
     )
     session.flush()
+    add_instance_geometry(
+        session, series, instance, entry.slices, resend=resend, tolerance=tolerance
+    )
+    if resend and old_series is not None and old_series is not series:
+        add_instance_geometry(session, old_series, instance, [], resend=True, tolerance=tolerance)
     return instance, resend
 
 
@@ -224,7 +233,6 @@ def list_series(
             "manufacturer": s.manufacturer,
             "instance_count": s.instance_count,
             "corrected_instances": s.corrected_instances,
-            "state": s.state,
             "last_received_at": s.last_received_at.isoformat(),
         }
         for s, study_uid in rows

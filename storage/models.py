@@ -48,8 +48,10 @@ class Series(Base):
     series_description: Mapped[str | None] = mapped_column(String(64))
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
     corrected_instances: Mapped[int] = mapped_column(Integer, default=0)
-    state: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
-    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: Incremental geometry state (``scp.series.SeriesState`` JSON), rules 21-30.
+    geometry_state: Mapped[str | None] = mapped_column(Text)
+    #: Series finding codes as ",CODE,CODE," for filtering (recomputed on every instance).
+    finding_codes: Mapped[str] = mapped_column(String(1024), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
@@ -91,7 +93,7 @@ class Instance(Base):
     image_orientation_patient: Mapped[str | None] = mapped_column(String(255))
     slice_thickness: Mapped[float | None] = mapped_column(Float)
     spacing_between_slices: Mapped[float | None] = mapped_column(Float)
-    geometry: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    geometry: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
     series: Mapped[Series] = relationship(back_populates="instances")
     findings: Mapped[list[InstanceFinding]] = relationship(
@@ -137,4 +139,28 @@ class InstanceAction(Base):
     instance: Mapped[Instance] = relationship(back_populates="actions")
 
 
+class InstancePosition(Base):
+    """A slice's quantized position along its stack normal (rule 23), for neighbour look-ups.
+
+    One row per single-frame instance, or per frame of an enhanced multi-frame instance.
+    """
+
+    __tablename__ = "instance_positions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
+    instance_id: Mapped[int] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), index=True
+    )
+    frame_number: Mapped[int | None] = mapped_column(Integer)
+    stack_key: Mapped[str] = mapped_column(String(255))
+    position_um: Mapped[int] = mapped_column(BigInteger)
+
+
+Index(
+    "ix_instance_positions_stack",
+    InstancePosition.series_id,
+    InstancePosition.stack_key,
+    InstancePosition.position_um,
+)
 Index("ix_series_study_modality", Series.study_id, Series.modality)

@@ -41,8 +41,16 @@ def corpus_files() -> list[Path]:
     files: list[Path] = []
     for root in roots:
         for path in sorted(root.rglob("*")):
-            if path.is_file() and path.suffix.lower() not in {".py", ".pyc", ".json", ".txt",
-                                                                ".gz", ".bz2", ".zip", ".pdf"}:
+            if path.is_file() and path.suffix.lower() not in {
+                ".py",
+                ".pyc",
+                ".json",
+                ".txt",
+                ".gz",
+                ".bz2",
+                ".zip",
+                ".pdf",
+            }:
                 files.append(path)
     return files
 
@@ -59,13 +67,16 @@ def dcmtk_tool(name: str) -> str:
     pynetdicom installs Python apps of the same names (``storescu``...), so each
     candidate is checked to be dcmtk's own.
     """
-    candidates = [f"/usr/bin/{name}", *(str(Path(p) / name) for p in os.environ.get(
-        "PATH", "").split(os.pathsep))]
+    candidates = [
+        f"/usr/bin/{name}",
+        *(str(Path(p) / name) for p in os.environ.get("PATH", "").split(os.pathsep)),
+    ]
     for cand in candidates:
         if os.access(cand, os.X_OK):
             try:
-                out = subprocess.run([cand, "--version"], capture_output=True, text=True,
-                                     timeout=10).stdout
+                out = subprocess.run(
+                    [cand, "--version"], capture_output=True, text=True, timeout=10
+                ).stdout
             except (OSError, subprocess.TimeoutExpired):
                 continue
             if "dcmtk" in out.lower():
@@ -81,8 +92,13 @@ def dcmtk_env() -> dict[str, str]:
 
 
 def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
-    overrides: dict[str, Any] = {"storage.data_dir": str(data_dir), "node.port": 0,
-                                 "node.host": "127.0.0.1", "storage.min_free_mb": 0}
+    overrides: dict[str, Any] = {
+        "storage.data_dir": str(data_dir),
+        "node.port": 0,
+        "node.host": "127.0.0.1",
+        "storage.min_free_mb": 0,
+        "http.port": 0,
+    }
     for section, values in sections.items():
         for key, value in values.items():
             overrides[f"{section}.{key}"] = value
@@ -119,8 +135,9 @@ class StoreResult:
     comment: str | None = None
 
 
-def send_files(port: int, paths: Sequence[Path], ae_title: str = "TESTSCU",
-               called: str = "SPACING_SCP") -> list[StoreResult]:
+def send_files(
+    port: int, paths: Sequence[Path], ae_title: str = "TESTSCU", called: str = "SPACING_SCP"
+) -> list[StoreResult]:
     """Send Part 10 files with pynetdicom, dataset bytes exactly as in the files."""
     metas = []
     for p in paths:
@@ -146,8 +163,11 @@ def send_files(port: int, paths: Sequence[Path], ae_title: str = "TESTSCU",
             try:
                 for path, _, _ in batch:
                     rsp = assoc.send_c_store(path)
-                    results.append(StoreResult(path, getattr(rsp, "Status", None),
-                                               getattr(rsp, "ErrorComment", None)))
+                    results.append(
+                        StoreResult(
+                            path, getattr(rsp, "Status", None), getattr(rsp, "ErrorComment", None)
+                        )
+                    )
             finally:
                 assoc.release()
             batch.clear()
@@ -178,18 +198,36 @@ def dataset_bytes(path: Path) -> bytes:
 class NodeProcess:
     """A ``spacing-scp serve`` subprocess (for restarts, signals and memory)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, config: Path | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.http_port = free_port()
         self.config = config
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"node-{self.port}.log"
 
     def start(self) -> NodeProcess:
-        cmd = [sys.executable, "-m", "scp", "serve", "--port", str(self.port), "--host",
-               "127.0.0.1", "--data-dir", str(self.data_dir)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "scp",
+            "serve",
+            "--port",
+            str(self.port),
+            "--host",
+            "127.0.0.1",
+            "--data-dir",
+            str(self.data_dir),
+            "--http-port",
+            str(self.http_port),
+        ]
         if self.config:
             cmd += ["--config", str(self.config)]
         env = {**os.environ, "SPACING_SCP_STORAGE_MIN_FREE_MB": "0", **(self.env or {})}

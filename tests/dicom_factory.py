@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, UID, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 ROOT = "1.2.826.0.1.3680043.8.498.77"
 
@@ -90,8 +90,9 @@ def write_large_multiframe(path: Path, megabytes: int, frame_side: int = 1024) -
     """
     frame_bytes = frame_side * frame_side * 2
     frames = max(1, megabytes * 1024 * 1024 // frame_bytes)
-    ds = ct_dataset(rows=frame_side, columns=frame_side,
-                    sop_class="1.2.840.10008.5.1.4.1.1.7.3")  # Multi-frame Grayscale Word SC
+    ds = ct_dataset(
+        rows=frame_side, columns=frame_side, sop_class="1.2.840.10008.5.1.4.1.1.7.3"
+    )  # Multi-frame Grayscale Word SC
     del ds.PixelData
     ds.NumberOfFrames = frames
     write(ds, path)

@@ -91,8 +91,10 @@ def _storage_corpus() -> tuple[list[Path], list[Path]]:
             try:
                 full = dcmread(path)  # the whole file must be readable too
                 raw = full.get_item(0x7FE00010)
-                if raw is not None and raw.length != 0xFFFFFFFF and len(raw.value or b"") < (
-                    raw.length
+                if (
+                    raw is not None
+                    and raw.length != 0xFFFFFFFF
+                    and len(raw.value or b"") < (raw.length)
                 ):
                     broken.append(path)  # pixel data shorter than its declared length
                     continue
@@ -125,7 +127,10 @@ def test_corpus_is_stored_byte_exact(node: Any) -> None:
         results = send_files(node.port, rnd)
         for res in results:
             assert res.status is not None and status.is_stored(res.status), (
-                res.path, hex(res.status or 0), res.comment)
+                res.path,
+                hex(res.status or 0),
+                res.comment,
+            )
             out = stored_path(node, res.path)
             sent_ts = dcmread(res.path, stop_before_pixels=True).file_meta.TransferSyntaxUID
             assert dcmread(out, stop_before_pixels=True).file_meta.TransferSyntaxUID == sent_ts
@@ -160,7 +165,7 @@ def test_truncated_and_garbage_get_failure_and_node_keeps_serving(
         _truncate(src, tmp_path / "cut_header.dcm", size - 64 * 64 * 2 - 40),
     ]
     garbage = tmp_path / "garbage.dcm"
-    garbage.write_bytes(src.read_bytes()[:size - 64 * 64 * 2 - 200] + b"\xff" * 64)
+    garbage.write_bytes(src.read_bytes()[: size - 64 * 64 * 2 - 200] + b"\xff" * 64)
     bad.append(garbage)
     for path in bad:
         [res] = send_files(node.port, [path])
@@ -190,8 +195,7 @@ def test_sop_instance_mismatch_answers_a900(node: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("bad_uid", ["1.2.3/../4", "1.2.3 4", "1.2..3", "1." + "2" * 70])
-def test_bad_series_uid_refused_never_used_as_path(node: Any, tmp_path: Path, bad_uid: str
-                                                   ) -> None:
+def test_bad_series_uid_refused_never_used_as_path(node: Any, tmp_path: Path, bad_uid: str) -> None:
     ds = ct_dataset()
     ds.SeriesInstanceUID = UID(bad_uid)
     path = write(ds, tmp_path / "bad.dcm")
@@ -211,8 +215,7 @@ def test_resend_replaces_stored_copy(node: Any, tmp_path: Path, caplog: Any) -> 
     sop = new_uid()
     study, series = new_uid(), new_uid()
     first = write_ct(tmp_path / "a.dcm", sop=sop, study=study, series=series, rows=8, columns=8)
-    second = write_ct(tmp_path / "b.dcm", sop=sop, study=study, series=series, rows=16,
-                      columns=16)
+    second = write_ct(tmp_path / "b.dcm", sop=sop, study=study, series=series, rows=16, columns=16)
     caplog.set_level("INFO", logger="spacing_scp")
     assert send_files(node.port, [first])[0].status == status.SUCCESS
     assert send_files(node.port, [second])[0].status == status.SUCCESS
@@ -262,9 +265,16 @@ def test_failed_resend_keeps_the_earlier_copy(node: Any, tmp_path: Path) -> None
 def test_two_associations_same_series_concurrently(node: Any, tmp_path: Path) -> None:
     study, series = new_uid(), new_uid()
     halves = [
-        [write_ct(tmp_path / f"{h}_{i}.dcm", study=study, series=series,
-                  position=(0, 0, float(2 * i + h)), instance_number=2 * i + h)
-         for i in range(15)]
+        [
+            write_ct(
+                tmp_path / f"{h}_{i}.dcm",
+                study=study,
+                series=series,
+                position=(0, 0, float(2 * i + h)),
+                instance_number=2 * i + h,
+            )
+            for i in range(15)
+        ]
         for h in (0, 1)
     ]
     results: list[list[Any]] = [[], []]

@@ -1,0 +1,1 @@
+"""The read-only HTTP JSON API over the index (``[http]`` section)."""

@@ -1,0 +1,96 @@
+"""Configuration: defaults, TOML, environment, errors that name the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scp.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_embedded_defaults() -> None:
+    cfg = load_config(None, environ={})
+    assert cfg.node.ae_title == "SPACING_SCP"
+    assert cfg.node.port == 11112
+    assert cfg.node.host == "0.0.0.0"
+    assert cfg.http.host == "127.0.0.1" and cfg.http.port == 8080
+    assert cfg.data_dir == (Path.cwd() / "spacing-data").resolve()
+    assert cfg.database_url.endswith("spacing-data/index.sqlite3")
+
+
+def test_shipped_config_file_is_valid_and_matches_defaults() -> None:
+    cfg = load_config(REPO / "config" / "spacing-scp.toml", environ={})
+    default = load_config(None, environ={})
+    assert cfg.node == default.node
+    assert cfg.policy == default.policy
+    assert cfg.http == default.http
+    # relative paths resolve against the configuration file's folder
+    assert cfg.data_dir == (REPO / "config" / "spacing-data").resolve()
+
+
+def test_env_overrides_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[node]\nport = 104\n[storage]\ndata_dir = "d"\n')
+    cfg = load_config(
+        path,
+        environ={"SPACING_SCP_NODE_PORT": "2104", "SPACING_SCP_POLICY_ANNOTATE_PRIVATE": "false"},
+    )
+    assert cfg.node.port == 2104
+    assert cfg.policy.annotate_private is False
+    assert cfg.data_dir == tmp_path / "d"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[node]\nprot = 1\n", "node.prot"),
+        ("[node]\nport = 'abc'\n", "node.port"),
+        ("[node]\nport = 70000\n", "node.port"),
+        ("[node]\nae_title = 'THIS_TITLE_IS_TOO_LONG'\n", "node.ae_title"),
+        ("[policy]\non_suspect_reversed = 'maybe'\n", "policy.on_suspect_reversed"),
+        ("[nodes]\nport = 1\n", "nodes"),
+        (
+            "[[swap_rules]]\nname = 'x'\n[swap_rules.match]\nColour = 'red'\n",
+            "swap_rules[0].match.Colour",
+        ),
+    ],
+)
+def test_wrong_key_or_value_names_the_key(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load_config(path, environ={})
+
+
+def test_unknown_env_setting_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"SPACING_SCP_NODE_PROT|node\.prot"):
+        load_config(None, environ={"SPACING_SCP_NODE_PROT": "1"})
+
+
+def test_cli_reports_config_error_with_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[node]\nport = -1\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "scp", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "node.port" in out.stderr
+
+
+def test_swap_rule_parsed(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[swap_rules]]\nname = "CR3"\nattributes = ["PixelSpacing"]\n'
+        '[swap_rules.match]\nManufacturer = "ACME*"\ncalling_ae_title = "CR3"\n'
+    )
+    cfg = load_config(path, environ={})
+    [rule] = cfg.spacing_policy.swap_rules
+    assert rule.match == {"Manufacturer": "ACME*", "calling_ae_title": "CR3"}

@@ -1,0 +1,95 @@
+"""The node as a process: restart keeps the index, SIGTERM stops cleanly, memory is flat."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from scp import status
+from tests.conftest import send_files
+from tests.dicom_factory import new_uid, write_ct, write_large_multiframe
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scp", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_restart_keeps_instances_and_sigterm_exits_zero(node_process: Any, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    node = node_process(data_dir=data)
+    study, series = new_uid(), new_uid()
+    files = [write_ct(tmp_path / f"{i}.dcm", study=study, series=series) for i in range(5)]
+    assert all(r.status == status.SUCCESS for r in send_files(node.port, files))
+    assert node.stop(signal.SIGTERM) == 0
+    assert "stopped" in node.log_path.read_text()
+
+    again = node_process(data_dir=data, port=node.port)
+    out = _cli("instances", "--json", "--data-dir", str(data))
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)) == 5
+    out = _cli("series", "--data-dir", str(data))
+    assert series in out.stdout
+    out = _cli("studies", "--json", "--data-dir", str(data))
+    assert json.loads(out.stdout)[0]["instance_count"] == 5
+    assert again.stop(signal.SIGINT) == 0
+
+
+def test_large_multiframe_memory_stays_flat_and_sigterm_waits(
+    node_process: Any, tmp_path: Path
+) -> None:
+    """A >= 300 MB multi-frame instance: peak RSS of the node stays < 150 MB above idle.
+
+    SIGTERM arrives while the instance is being received: the association finishes,
+    the instance is stored, and the node exits 0.
+    """
+    src = write_large_multiframe(tmp_path / "big.dcm", megabytes=320)
+    assert src.stat().st_size >= 300 * 1024 * 1024
+    node = node_process(data_dir=tmp_path / "data")
+    time.sleep(0.5)
+    idle_kb = node.rss_kb("VmRSS")
+    result: dict[str, Any] = {}
+
+    def send() -> None:
+        result["r"] = send_files(node.port, [src])
+
+    t = threading.Thread(target=send)
+    t.start()
+    deadline = time.monotonic() + 30
+    while "association accepted" not in node.log_path.read_text():
+        assert time.monotonic() < deadline, "the association never started"
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert node.proc is not None
+    node.proc.send_signal(signal.SIGTERM)
+    t.join(300)
+    peak_kb = node.rss_kb("VmHWM") if node.proc.poll() is None else None
+    code = node.stop(signal.SIGTERM, timeout=120)
+    assert code == 0
+    [res] = result["r"]
+    assert res.status == status.SUCCESS
+    log = node.log_path.read_text()
+    assert "status=0x0000" in log
+    if peak_kb is not None:
+        assert (peak_kb - idle_kb) < 150 * 1024, (idle_kb, peak_kb)
+    stored = list((tmp_path / "data" / "instances").rglob("*.dcm"))
+    assert len(stored) == 1 and stored[0].stat().st_size >= src.stat().st_size
+
+
+def test_large_multiframe_peak_rss(node_process: Any, tmp_path: Path) -> None:
+    src = write_large_multiframe(tmp_path / "big.dcm", megabytes=300)
+    node = node_process(data_dir=tmp_path / "data")
+    time.sleep(0.5)
+    idle_kb = node.rss_kb("VmRSS")
+    [res] = send_files(node.port, [src])
+    assert res.status == status.SUCCESS
+    peak_kb = node.rss_kb("VmHWM")
+    assert (peak_kb - idle_kb) < 150 * 1024, f"idle {idle_kb} kB, peak {peak_kb} kB"
+    assert node.stop() == 0
