@@ -86,6 +86,43 @@ class SeriesConfig:
 
 
 @dataclass
+class SecurityConfig:
+    #: Calling AE titles allowed to associate; empty: anyone.
+    allowed_calling_ae_titles: list[str] = field(default_factory=list)
+    #: Reject associations addressed to another called AE title (A-ASSOCIATE-RJ, reason 7).
+    require_called_ae_title: bool = True
+    #: Optional host pinning: calling AE title -> list of allowed peer IP addresses/networks.
+    calling_ae_hosts: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class TlsConfig:
+    enabled: bool = False
+    cert_file: str = ""
+    key_file: str = ""
+    ca_file: str = ""
+    require_client_cert: bool = False
+
+
+@dataclass
+class Destination:
+    """A forwarding destination (``[[destinations]]``)."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    send: Literal["annotated", "original"] = "annotated"
+    max_attempts: int = 20
+    retry_initial_s: float = 5.0
+    retry_max_s: float = 600.0
+    #: All given keys must match: header keywords (Modality, ...), calling_ae_title,
+    #: finding_code, worst_severity; each a list of accepted values (globs allowed).
+    filter: dict[str, list[str]] = field(default_factory=dict)
+    calling_ae_title: str = ""  # AE title the node uses towards this destination
+
+
+@dataclass
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -93,6 +130,9 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     series: SeriesConfig = field(default_factory=SeriesConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    destinations: list[Destination] = field(default_factory=list)
     swap_rules: list[SwapRule] = field(default_factory=list)
     #: Folder relative paths resolve against.
     base_dir: Path = field(default_factory=Path.cwd)
@@ -141,6 +181,9 @@ class Config:
             url = f"{scheme}://***@{rest.split('@', 1)[1]}"
         out["storage"]["database_url"] = url
         out["swap_rules"] = [rule.name for rule in self.swap_rules]
+        out["destinations"] = [
+            f"{d.name}={d.ae_title}@{d.host}:{d.port}" for d in self.destinations
+        ]
         return out
 
 
@@ -151,6 +194,8 @@ _SECTIONS: dict[str, type] = {
     "logging": LoggingConfig,
     "policy": PolicyConfig,
     "series": SeriesConfig,
+    "security": SecurityConfig,
+    "tls": TlsConfig,
 }
 
 
@@ -190,6 +235,22 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: {value!r} is not a string")
         return value
+    if origin is list:
+        if isinstance(value, str):  # environment variables: comma-separated
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: a list of strings is expected")
+        return list(value)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: a table is expected")
+        out: dict[str, list[str]] = {}
+        for k, v in value.items():
+            v = [v] if isinstance(v, str) else v
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise ConfigError(f"{key}.{k}: a string or a list of strings is expected")
+            out[str(k)] = list(v)
+        return out
     raise ConfigError(f"{key}: unsupported setting")  # pragma: no cover
 
 
@@ -236,6 +297,59 @@ def _swap_rule(index: int, raw: Any) -> SwapRule:
     if not isinstance(comma, bool):
         raise ConfigError(f"{where}.comma_decimal: true or false")
     return SwapRule(name=name, attributes=tuple(attributes), match=dict(match), comma_decimal=comma)
+
+
+_DESTINATION_FILTER_KEYS = frozenset(
+    {
+        "Modality",
+        "SOPClassUID",
+        "Manufacturer",
+        "ManufacturerModelName",
+        "StationName",
+        "calling_ae_title",
+        "called_ae_title",
+        "finding_code",
+        "worst_severity",
+    }
+)
+
+
+def _destination(index: int, raw: Any) -> Destination:
+    where = f"destinations[{index}]"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    hints = get_type_hints(Destination)
+    known = {f.name for f in dataclasses.fields(Destination)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
+        values[key] = _coerce(f"{where}.{key}", value, hints[key])
+    for required in ("name", "ae_title", "host", "port"):
+        if required not in values:
+            raise ConfigError(f"{where}.{required}: required")
+    dest = Destination(**values)
+    if not dest.name.strip():
+        raise ConfigError(f"{where}.name: must not be empty")
+    if not (1 <= len(dest.ae_title) <= 16) or "\\" in dest.ae_title:
+        raise ConfigError(f"{where}.ae_title: 1 to 16 characters, no backslash")
+    if not 1 <= dest.port <= 65535:
+        raise ConfigError(f"{where}.port: {dest.port} is not a TCP port")
+    if dest.max_attempts < 1:
+        raise ConfigError(f"{where}.max_attempts: at least 1")
+    if dest.retry_initial_s <= 0 or dest.retry_max_s < dest.retry_initial_s:
+        raise ConfigError(f"{where}.retry_initial_s/retry_max_s: 0 < initial <= max")
+    for key, accepted in dest.filter.items():
+        if key not in _DESTINATION_FILTER_KEYS:
+            raise ConfigError(
+                f"{where}.filter.{key}: unknown key "
+                f"(allowed: {', '.join(sorted(_DESTINATION_FILTER_KEYS))})"
+            )
+        if key == "worst_severity":
+            bad = set(accepted) - {"ok", "info", "warning", "corrected", "invalid"}
+            if bad:
+                raise ConfigError(f"{where}.filter.worst_severity: {sorted(bad)[0]!r} unknown")
+    return dest
 
 
 def _validate(cfg: Config) -> None:
@@ -295,13 +409,21 @@ def load_config(
         for key, value in data.items():
             if key in _SECTIONS:
                 _apply_section(getattr(cfg, key), key, value)
+            elif key == "destinations":
+                if not isinstance(value, list):
+                    raise ConfigError("destinations: use [[destinations]] tables")
+                cfg.destinations = [_destination(i, raw) for i, raw in enumerate(value)]
+                names = [d.name for d in cfg.destinations]
+                if len(set(names)) != len(names):
+                    raise ConfigError("destinations: names must be unique")
             elif key == "swap_rules":
                 if not isinstance(value, list):
                     raise ConfigError("swap_rules: use [[swap_rules]] tables")
                 cfg.swap_rules = [_swap_rule(i, raw) for i, raw in enumerate(value)]
             else:
                 raise ConfigError(
-                    f"{key}: unknown section (known: {', '.join([*_SECTIONS, 'swap_rules'])})"
+                    f"{key}: unknown section "
+                    f"(known: {', '.join([*_SECTIONS, 'swap_rules', 'destinations'])})"
                 )
     env = os.environ if environ is None else environ
     for name, value in env.items():
