@@ -169,6 +169,166 @@ def _list(args: argparse.Namespace, what: str) -> int:
     return EXIT_OK
 
 
+def _fmt_mm(value: Any) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def _series_row(s: dict[str, Any]) -> dict[str, Any]:
+    ps, z = s["pixel_spacing"], s["slice_spacing"]
+    spacing = ""
+    if ps["row_mm"] is not None:
+        spacing = f"{_fmt_mm(ps['row_mm'])}\\{_fmt_mm(ps['column_mm'])}"
+        spacing += "" if ps["consistent"] else " (varies)"
+    zt = _fmt_mm(z["mm"])
+    if z["mm"] is not None and z.get("uniform") is False:
+        zt += " (non-uniform)"
+    return {
+        "series_instance_uid": s["series_instance_uid"],
+        "modality": s.get("modality"),
+        "instances": s["instance_count"],
+        "state": s["state"],
+        "pixel_spacing_mm": spacing,
+        "source": ps["source"],
+        "z_mm": zt,
+        "missing": z.get("missing_slices") or "",
+        "findings": ",".join(sorted({f["code"] for f in s["findings"]})),
+    }
+
+
+SERIES_COLUMNS = [
+    "series_instance_uid",
+    "modality",
+    "instances",
+    "state",
+    "pixel_spacing_mm",
+    "source",
+    "z_mm",
+    "missing",
+    "findings",
+]
+
+
+def _print_series_detail(s: dict[str, Any]) -> None:
+    ps, z = s["pixel_spacing"], s["slice_spacing"]
+    print(
+        f"Series {s['series_instance_uid']}  ({s.get('modality') or '?'}, "
+        f"{s['instance_count']} instances, {s['state']})"
+    )
+    print(f"  study                {s.get('study_instance_uid')}")
+    print(
+        f"  pixel spacing        row {_fmt_mm(ps['row_mm']) or '-'} mm, column "
+        f"{_fmt_mm(ps['column_mm']) or '-'} mm, source {ps['source'] or '-'}, "
+        f"{'consistent' if ps['consistent'] else 'NOT consistent'}"
+    )
+    if z["mm"] is None:
+        print("  slice spacing (Z)    undefined")
+    else:
+        print(
+            f"  slice spacing (Z)    {_fmt_mm(z['mm'])} mm (min {_fmt_mm(z['min_mm'])}, max "
+            f"{_fmt_mm(z['max_mm'])}), uniform {z['uniform']}, missing "
+            f"{z['missing_slices']}, tilt {_fmt_mm(z['tilt_degrees']) or '-'} deg"
+            f"{' (provisional)' if z.get('provisional') else ''}"
+        )
+    print(f"  slice thickness      {_fmt_mm(s['slice_thickness_mm']) or '-'} mm")
+    print(f"  spacing btw slices   {_fmt_mm(s['spacing_between_slices_mm']) or '-'} mm")
+    print(f"  corrected instances  {s['corrected_instances']}")
+    if s["findings"]:
+        print("  findings:")
+        for f in s["findings"]:
+            print(f"    {f['severity']:<9} {f['code']} x{f.get('count', 1)}: {f['message']}")
+
+
+def cmd_series(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from storage.queries import IndexQueries, NotFound
+
+    sessions = _open_index(cfg)
+    queries = IndexQueries(cfg.series.quiet_seconds, cfg.tolerance)
+    with sessions() as session:
+        if getattr(args, "uid", None):
+            try:
+                item = queries.get_series(session, args.uid)
+            except NotFound as exc:
+                print(f"spacing-scp: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            if args.json:
+                print(json.dumps(item, indent=2))
+            else:
+                _print_series_detail(item)
+            return EXIT_OK
+        items, _ = queries.list_series(
+            session,
+            study_instance_uid=getattr(args, "study", None),
+            modality=getattr(args, "modality", None),
+            code=getattr(args, "code", None),
+            limit=args.limit,
+        )
+    if args.json:
+        print(json.dumps(items, indent=2))
+    else:
+        print(_table([_series_row(s) for s in items], SERIES_COLUMNS))
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config) if args.config else load_config(None)
+    from scp.check import run_check
+
+    try:
+        items, series, skipped = run_check(
+            args.paths, cfg.spacing_policy, cfg.node.ae_title, cfg.tolerance, args.fix
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"spacing-scp check: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    invalid = any(i.verdict == "invalid" for i in items)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "instances": [i.to_dict() for i in items],
+                    "series": series,
+                    "skipped_non_dicom": skipped,
+                },
+                indent=2,
+            )
+        )
+    else:
+        rows = []
+        for i in items:
+            d = i.to_dict()
+            ps = d["pixel_spacing"]
+            rows.append(
+                {
+                    "file": str(i.path),
+                    "verdict": d["verdict"],
+                    "received_ps": d["received_pixel_spacing"],
+                    "spacing_mm": (
+                        f"{_fmt_mm(ps['row_mm'])}\\{_fmt_mm(ps['column_mm'])}"
+                        if ps["row_mm"] is not None
+                        else ""
+                    ),
+                    "source": ps["source"],
+                    "codes": ",".join(sorted({f["code"] for f in d["findings"]})),
+                }
+            )
+        print(_table(rows, ["file", "verdict", "received_ps", "spacing_mm", "source", "codes"]))
+        print()
+        print(_table([_series_row(s) for s in series], SERIES_COLUMNS))
+        print(
+            f"\n{len(items)} instances, {len(series)} series"
+            + (f", {skipped} non-DICOM files skipped" if skipped else "")
+            + (f"; corrected copies in {args.fix}" if args.fix else "")
+        )
+    return EXIT_PROBLEM if invalid else EXIT_OK
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from scp.reindex import run_cli
+
+    return run_cli(_config(args))
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     cfg = _config(args)
     from storage.db import make_engine, upgrade
@@ -206,20 +366,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0)
     p.set_defaults(func=cmd_echo)
 
+    p = sub.add_parser("check", help="run the spacing pipeline on files and folders")
+    p.add_argument("paths", nargs="+", type=Path, help="DICOM files or folders (recursive)")
+    p.add_argument("--config", type=Path, help="TOML configuration file (policy, swap rules)")
+    p.add_argument(
+        "--json", action="store_true", help='JSON: {"instances": [...], "series": [...]}'
+    )
+    p.add_argument("--fix", type=Path, metavar="OUTDIR", help="write corrected copies here")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("series", help="series spacing summaries (list, show UID)")
+    _add_config_options(p)
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--study", help="only this StudyInstanceUID")
+    p.add_argument("--modality", help="only this Modality")
+    p.add_argument("--code", help="only series with this finding code")
+    p.set_defaults(func=cmd_series)
+    ssub = p.add_subparsers(dest="series_command")
+    lp = ssub.add_parser("list", help="list series (the default)")
+    sp = ssub.add_parser("show", help="one series in detail")
+    sp.add_argument("uid", help="SeriesInstanceUID")
+    for q in (lp, sp):
+        _add_config_options(q)
+        q.add_argument("--json", action="store_true", help="JSON for scripts")
+        q.add_argument("--limit", type=int, default=1000)
+        q.set_defaults(func=cmd_series)
+    lp.add_argument("--study", help="only this StudyInstanceUID")
+    lp.add_argument("--modality", help="only this Modality")
+    lp.add_argument("--code", help="only series with this finding code")
+
     for what, helptext in (
         ("studies", "list indexed studies"),
-        ("series", "list indexed series"),
         ("instances", "list indexed instances"),
     ):
         p = sub.add_parser(what, help=helptext)
         _add_config_options(p)
         p.add_argument("--json", action="store_true", help="JSON for scripts")
         p.add_argument("--limit", type=int, default=1000)
-        if what == "series":
-            p.add_argument("--study", help="only this StudyInstanceUID")
         if what == "instances":
             p.add_argument("--series", help="only this SeriesInstanceUID")
         p.set_defaults(func=lambda a, w=what: _list(a, w))
+
+    from scp.forward.cli import add_forward_parser
+
+    add_forward_parser(sub, _add_config_options, _config)
+
+    p = sub.add_parser("reindex", help="rebuild the index from the file store")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_reindex)
 
     p = sub.add_parser("db", help="database schema")
     dbsub = p.add_subparsers(dest="db_command", required=True)

@@ -105,6 +105,35 @@ class TlsConfig:
 
 
 @dataclass
+class ForwardingConfig:
+    """How the forwarder (``scp.forward``) works through its outbox."""
+
+    #: Seconds a claimed job stays reserved for its worker; a job whose node died
+    #: mid-send is taken up again after this (longer than one C-STORE can take).
+    lease_s: float = 300.0
+    #: Seconds between outbox polls when nothing wakes a worker (jobs due for retry,
+    #: jobs queued by ``spacing-scp forward retry/requeue``).
+    poll_s: float = 2.0
+    #: Jobs sent per association at most.
+    batch_size: int = 50
+    #: Seconds to wait for the TCP connection to a destination.
+    connect_timeout_s: float = 10.0
+    #: Identity written to claimed jobs; empty: host name, process id and a random part.
+    node_id: str = ""
+
+
+@dataclass
+class QueryConfig:
+    """The C-FIND SCP (``scp.find``, PS3.4 C.4.1)."""
+
+    #: Most matches one C-FIND answers; past it the query ends with 0xA700 (Refused:
+    #: Out of Resources) after the first ``max_results`` pendings. 0 means no limit.
+    max_results: int = 10000
+    #: PS3.4 C.2.2.1.2: an entity whose key is empty (unknown) matches any value of it.
+    match_unknown: bool = True
+
+
+@dataclass
 class Destination:
     """A forwarding destination (``[[destinations]]``)."""
 
@@ -132,6 +161,8 @@ class Config:
     series: SeriesConfig = field(default_factory=SeriesConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
+    forwarding: ForwardingConfig = field(default_factory=ForwardingConfig)
     destinations: list[Destination] = field(default_factory=list)
     swap_rules: list[SwapRule] = field(default_factory=list)
     #: Folder relative paths resolve against.
@@ -196,6 +227,8 @@ _SECTIONS: dict[str, type] = {
     "series": SeriesConfig,
     "security": SecurityConfig,
     "tls": TlsConfig,
+    "query": QueryConfig,
+    "forwarding": ForwardingConfig,
 }
 
 
@@ -378,6 +411,14 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("series.uniform_rel_tolerance: 0 to below 1")
     if cfg.series.uniform_abs_tolerance_mm < 0:
         raise ConfigError("series.uniform_abs_tolerance_mm: 0 or more")
+    fwd = cfg.forwarding
+    for key in ("lease_s", "poll_s", "connect_timeout_s"):
+        if getattr(fwd, key) <= 0:
+            raise ConfigError(f"forwarding.{key}: must be greater than 0")
+    if not 1 <= fwd.batch_size <= 1000:
+        raise ConfigError("forwarding.batch_size: 1 to 1000")
+    if cfg.query.max_results < 0:
+        raise ConfigError("query.max_results: 0 (no limit) or more")
     if not cfg.storage.data_dir:
         raise ConfigError("storage.data_dir: must not be empty")
     url = cfg.storage.database_url
@@ -431,9 +472,15 @@ def load_config(
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         section, _, key = rest.partition("_")
-        if section not in _SECTIONS or not key:
+        if section not in _SECTIONS:
+            # Not a setting (e.g. the test suite's SPACING_SCP_REQUIRE_DCMTK).
+            continue
+        if not key:
             raise ConfigError(f"{name}: unknown setting (SPACING_SCP_<SECTION>_<KEY>)")
-        _apply_section(getattr(cfg, section), section, {key: value})
+        try:
+            _apply_section(getattr(cfg, section), section, {key: value})
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue

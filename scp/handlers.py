@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,10 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 
 from scp import status
+from scp.find import FindResponse, FindService
 from scp.ingest import Ingestor, Received
 from scp.metrics import METRICS
+from scp.security import describe_rejection
 
 log = logging.getLogger("spacing_scp.association")
 inst_log = logging.getLogger("spacing_scp.instance")
@@ -54,8 +57,10 @@ def _peer(assoc: Any) -> str:
 class Handlers:
     """Binds one :class:`Ingestor` to pynetdicom events."""
 
-    def __init__(self, ingestor: Ingestor) -> None:
+    def __init__(self, ingestor: Ingestor, find: FindService | None = None) -> None:
         self.ingestor = ingestor
+        #: The C-FIND SCP (:mod:`scp.find`); the node sets it once its queries exist.
+        self.find = find
         self._stats: weakref.WeakKeyDictionary[Any, AssociationStats] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -71,6 +76,7 @@ class Handlers:
             (evt.EVT_CONN_OPEN, self.on_conn_open),
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_C_FIND, self.on_find),
             (evt.EVT_ACCEPTED, self.on_accepted),
             (evt.EVT_REJECTED, self.on_rejected),
             (evt.EVT_RELEASED, self.on_released),
@@ -154,6 +160,13 @@ class Handlers:
             rsp.ErrorComment = outcome.comment.replace("\\", "/")[:64]
         return rsp
 
+    def on_find(self, event: Any) -> Iterator[FindResponse]:
+        """C-FIND, Study Root (PS3.4 C.4.1, C.6.2): answered by :class:`scp.find.FindService`."""
+        if self.find is None:
+            yield status.FIND_ERROR_UNABLE_TO_PROCESS, None
+            return
+        yield from self.find.handle(event)
+
     def on_accepted(self, event: Any) -> None:
         assoc = event.assoc
         contexts = ", ".join(
@@ -170,7 +183,24 @@ class Handlers:
         )
 
     def on_rejected(self, event: Any) -> None:
-        self.stats(event.assoc).end = "rejected"
+        """Every A-ASSOCIATE-RJ, with the peer address and the PS3.8 9.3.4 reason."""
+        assoc = event.assoc
+        self.stats(assoc).end = "rejected"
+        rj = assoc.acceptor.primitive
+        result, source, reason = (
+            getattr(rj, k, None) for k in ("result", "result_source", "diagnostic")
+        )
+        rq = assoc.requestor.primitive
+        log.warning(
+            "association rejected peer=%s calling=%s called=%s: %s (result=%s source=%s reason=%s)",
+            _peer(assoc),
+            _ae(getattr(rq, "calling_ae_title", "")),
+            _ae(getattr(rq, "called_ae_title", "")),
+            describe_rejection(int(result or 0), int(source or 0), int(reason or 0)),
+            result,
+            source,
+            reason,
+        )
 
     def on_released(self, event: Any) -> None:
         self.stats(event.assoc).end = "released"

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scp import __version__, status
@@ -29,10 +31,14 @@ from storage.db import write_session
 from storage.filestore import FileStore
 from storage.header_codec import UnsupportedRewrite, encode_header
 from storage.index import ActionRow, FindingRow, IndexEntry, record_instance
+from storage.models import Instance
 from storage.part10 import MalformedDataset, ReceivedFile, build_file_meta, read_received
 from storage.uids import InvalidUID, check_uid, normalize_uid
 
 log = logging.getLogger("spacing_scp.ingest")
+
+#: Attempts of the index transaction (a unique-key race or a deadlock is retried).
+INDEX_ATTEMPTS = 3
 
 #: Implementation Class UID of the node (PS3.7 D.3.3.2), under the pydicom-derived root
 #: ``1.2.826.0.1.3680043.8.498`` reserved for applications built with pydicom.
@@ -133,6 +139,11 @@ class Ingestor:
         self.min_free_bytes = min_free_bytes
         self.max_instance_bytes = max_instance_bytes
         self.tolerance = tolerance
+        #: Called inside the transaction that indexes an instance (forwarding queues its
+        #: jobs there, so an instance answered Success always has them).
+        self.on_indexed: Callable[[Session, Instance, IndexEntry, PipelineResult], None] | None = (
+            None
+        )
 
     def ingest(self, rcv: Received) -> Outcome:
         started = time.perf_counter()
@@ -217,8 +228,7 @@ class Ingestor:
             entry.size_bytes = pending.size
             entry.original_path = str(relpath) if header_bytes is not None else None
             try:
-                with write_session(self.sessions) as session:
-                    _, resend = record_instance(session, entry, self.tolerance)
+                resend = self._index(entry, result)
             except Exception as exc:
                 log.exception("index commit failed for %s; file removed", sop_uid)
                 self.store.rollback(pending)
@@ -230,6 +240,22 @@ class Ingestor:
                 )
             self.store.commit(pending)
         return Outcome(code, sop_uid, resend=resend, stored_path=pending.path, result=result)
+
+    def _index(self, entry: IndexEntry, result: PipelineResult) -> bool:
+        """One short write transaction; retried when it lost a race with another writer."""
+        for attempt in range(INDEX_ATTEMPTS):
+            try:
+                with write_session(self.sessions) as session:
+                    instance, resend = record_instance(session, entry, self.tolerance)
+                    if self.on_indexed is not None:
+                        self.on_indexed(session, instance, entry, result)
+                return resend
+            except (IntegrityError, OperationalError):
+                if attempt == INDEX_ATTEMPTS - 1:
+                    raise
+                log.info("index transaction for %s lost a race; retrying", entry.sop_instance_uid)
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     # -- steps -----------------------------------------------------------------------------
     @staticmethod
@@ -251,7 +277,9 @@ class Ingestor:
 
     def _run_pipeline(self, header: Dataset, rcv: Received) -> PipelineResult:
         ctx = InstanceContext(
-            calling_ae_title=rcv.calling_ae_title, called_ae_title=rcv.called_ae_title
+            calling_ae_title=rcv.calling_ae_title,
+            called_ae_title=rcv.called_ae_title,
+            node_ae_title=self.ae_title,
         )
         try:
             return run_pipeline(header, ctx, self.policy)

@@ -65,8 +65,12 @@ class Metrics:
                 lines.append(f'{name}_bucket{{le="+Inf"}} {self._hist_count[name]}')
                 lines.append(f"{name}_sum {self._hist_sum[name]:g}")
                 lines.append(f"{name}_count {self._hist_count[name]}")
+        typed: set[str] = set()
         for name, value in sorted((gauges or {}).items()):
-            lines.append(f"# TYPE {name} gauge")
+            base = name.split("{", 1)[0]  # a gauge name may carry its labels
+            if base not in typed:
+                typed.add(base)
+                lines.append(f"# TYPE {base} gauge")
             lines.append(f"{name} {value:g}")
         return "\n".join(lines) + "\n"
 

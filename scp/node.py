@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import tempfile
 import threading
 import time
@@ -15,7 +16,10 @@ from typing import Any
 
 from pydicom import uid as pyuid
 from pynetdicom import AE, StoragePresentationContexts, _config
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,8 +27,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from scp.api.routes import build_router
 from scp.api.server import ApiServer
 from scp.config import Config
+from scp.find import FindService
+from scp.forward import Forwarder
+from scp.forward.api import add_forward_routes
 from scp.handlers import Handlers
 from scp.ingest import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, Ingestor
+from scp.security import AssociationPolicy, GuardedAssociationServer, Limits
+from scp.tls import server_context
 from storage.db import ensure_schema, make_engine, make_session_factory
 from storage.filestore import FileStore
 from storage.queries import IndexQueries
@@ -79,12 +88,24 @@ def build_ae(cfg: Config) -> AE:
     ae.dimse_timeout = cfg.node.dimse_timeout
     ae.network_timeout = cfg.node.network_timeout
     ae.maximum_associations = cfg.node.max_associations
-    ae.require_called_aet = False
+    # [security]: calling AE allow list and called AE check (PS3.8 9.3.4 reasons 3, 7).
+    AssociationPolicy.from_config(cfg).apply(ae)
     ae.add_supported_context(Verification, list(ACCEPTED_TRANSFER_SYNTAXES[:4]))
+    # C-FIND SCP, Study Root (PS3.4 C.6.2): scp.find over the index.
+    ae.add_supported_context(
+        StudyRootQueryRetrieveInformationModelFind,
+        [pyuid.ExplicitVRLittleEndian, pyuid.ImplicitVRLittleEndian],
+    )
     for cx in StoragePresentationContexts:
         if cx.abstract_syntax is not None:
             ae.add_supported_context(cx.abstract_syntax, list(ACCEPTED_TRANSFER_SYNTAXES))
     return ae
+
+
+def store_tmp_name(cfg: Config) -> str:
+    """This node's receive folder under ``tmp/``: host and port name a node uniquely."""
+    host = "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname())
+    return f"{host}-{cfg.node.port}"
 
 
 class Node:
@@ -92,7 +113,7 @@ class Node:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.store = FileStore(cfg.data_dir)
+        self.store = FileStore(cfg.data_dir, tmp_name=store_tmp_name(cfg))
         self.engine: Engine = make_engine(cfg.database_url)
         ensure_schema(self.engine)
         self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
@@ -105,8 +126,18 @@ class Node:
             max_instance_bytes=cfg.node.max_instance_bytes,
             tolerance=cfg.tolerance,
         )
+        self.forwarder = Forwarder(cfg, self.sessions, self.store)
+        if cfg.destinations:
+            self.ingestor.on_indexed = self.forwarder.on_indexed
         self.handlers = Handlers(self.ingestor)
+        self.policy = AssociationPolicy.from_config(cfg)  # ConfigError on a bad [security]
         self.queries = IndexQueries(cfg.series.quiet_seconds, cfg.tolerance)
+        self.handlers.find = FindService(
+            self.sessions,
+            self.queries,
+            max_results=cfg.query.max_results,
+            match_unknown=cfg.query.match_unknown,
+        )
         self.api: ApiServer | None = None
         self.ae: AE | None = None
         self.server: ThreadedAssociationServer | None = None
@@ -125,13 +156,12 @@ class Node:
         log.info(
             "effective configuration (%s): %s", self.cfg.source, json.dumps(self.cfg.effective())
         )
-        self.server = self.ae.start_server(
-            (self.cfg.node.host, self.cfg.node.port),
-            block=False,
-            evt_handlers=self.handlers.bindings(),  # type: ignore[arg-type]
-        )
+        self.server = self._start_listener(self.ae)
         if self.cfg.http.enabled:
-            router = build_router(self.sessions, self.queries, self.cfg.node.ae_title)
+            router = build_router(
+                self.sessions, self.queries, self.cfg.node.ae_title, self.forwarder.gauges
+            )
+            add_forward_routes(router, self.sessions, [d.name for d in self.cfg.destinations])
             self.api = ApiServer(
                 router, self.cfg.http.host, self.cfg.http.port, self.cfg.http.token
             )
@@ -144,6 +174,36 @@ class Node:
             self.cfg.node.ae_title,
             self.cfg.data_dir,
         )
+        self.forwarder.start()
+
+    def _start_listener(self, ae: AE) -> ThreadedAssociationServer:
+        """``AE.start_server(block=False)`` with :class:`scp.security.GuardedAssociationServer`.
+
+        Same steps as pynetdicom's ``start_server`` (ae.py): make the server, serve it
+        on a daemon thread, register it with the AE (its ``shutdown`` unregisters it).
+        """
+        node = self.cfg.node
+        ssl_context = (
+            server_context(self.cfg.tls, self.cfg.base_dir) if self.cfg.tls.enabled else None
+        )
+        server = ae.make_server(
+            (node.host, node.port),
+            ssl_context=ssl_context,
+            evt_handlers=[*self.policy.bindings(), *self.handlers.bindings()],
+            server_class=GuardedAssociationServer,
+            limits=Limits(
+                acse_timeout=node.acse_timeout,
+                network_timeout=node.network_timeout,
+                max_pdu_size=node.max_pdu_size,
+                max_connections=2 * node.max_associations + 2,
+            ),
+        )
+        thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)
+        thread.start()
+        ae._servers.append(server)
+        if ssl_context is not None:
+            log.info("DICOM TLS on (PS3.15 B.9 BCP 195 profile, TLS 1.2+)")
+        return server
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop accepting, let running associations finish within ``grace_s``, close."""
@@ -151,6 +211,8 @@ class Node:
             return
         self._stopped.set()
         grace = self.cfg.node.shutdown_grace_s if grace_s is None else grace_s
+        self.forwarder.request_stop()  # no new batches; a running C-STORE finishes
+        stop_started = time.monotonic()
         server = self.server
         if server is not None:
             server.shutdown()  # stops accepting; running associations continue
@@ -163,6 +225,7 @@ class Node:
                 assoc.abort()
             for assoc in left:
                 assoc.join(timeout=5)
+        self.forwarder.stop(max(0.0, grace - (time.monotonic() - stop_started)))
         if self.api is not None:
             self.api.stop()
         self.engine.dispose()

@@ -23,6 +23,22 @@ ERROR_CANNOT_UNDERSTAND_TOO_LARGE: Final = 0xC212
 #: Processing failure (PS3.7 C.4.2): the node failed to store or index.
 PROCESSING_FAILURE: Final = 0x0110
 
+# C-FIND (PS3.4 C.4.1.1.4, Table C.4-1): the Query/Retrieve SCP (scp.find).
+#: Pending: a match is supplied, all keys were supported.
+FIND_PENDING: Final = 0xFF00
+#: Pending with a warning: one or more Optional Keys were not supported for existence
+#: and/or matching for this identifier.
+FIND_PENDING_WARNING_OPTIONAL_KEYS: Final = 0xFF01
+#: Matching terminated due to a C-CANCEL request.
+FIND_CANCEL: Final = 0xFE00
+#: Refused: Out of Resources (the node answers it past ``[query] max_results`` matches).
+FIND_REFUSED_OUT_OF_RESOURCES: Final = 0xA700
+#: Identifier does not match SOP Class (no/unknown Query/Retrieve Level, a missing unique
+#: key of a higher level, a value its key cannot match).
+FIND_ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS: Final = 0xA900
+#: Unable to process (0xCxxx family): undecodable identifier, index error.
+FIND_ERROR_UNABLE_TO_PROCESS: Final = 0xC000
+
 SUCCESS_STATUSES: Final = frozenset({SUCCESS})
 WARNING_STATUSES: Final = frozenset(
     {

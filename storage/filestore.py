@@ -50,15 +50,17 @@ class FileStore:
     """Durable storage of instance files below ``root``.
 
     Layout: ``instances/`` (what the node vouches for), ``originals/`` (the bytes as
-    received, kept whenever the node changed an instance), ``tmp/`` (receive area;
-    emptied at start-up).
+    received, kept whenever the node changed an instance), ``tmp/<node>/`` (receive
+    area of one node; emptied at its start-up).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, tmp_name: str = "") -> None:
         self.root = root
         self.instances = root / "instances"
         self.originals = root / "originals"
-        self.tmp = root / "tmp"
+        # Several nodes may share one store (issue 8): each receives into its own tmp/
+        # folder, so one node's start-up recovery never removes another's transfers.
+        self.tmp = root / "tmp" / tmp_name if tmp_name else root / "tmp"
         for d in (self.root, self.instances, self.originals, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from scp.series.geometry import DEFAULT_TOLERANCE, SliceGeometry, Tolerance
 from storage.models import Instance, InstanceAction, InstanceFinding, Series, Study
-from storage.series_index import add_instance_geometry
+from storage.series_index import add_instance_geometry, lock_series
 
 
 @dataclass(frozen=True)
@@ -81,17 +81,37 @@ _SERIES_FIELDS = (
 )
 
 
-def _get_or_create_study(session: Session, entry: IndexEntry) -> Study:
-    study = session.scalar(
-        select(Study).where(Study.study_instance_uid == entry.study_instance_uid)
+def _ensure_row(session: Session, model: Any, key: str, value: str, values: dict[str, Any]) -> Any:
+    """Insert the row if missing (``ON CONFLICT DO NOTHING``), then load it.
+
+    Two associations (or two nodes on one PostgreSQL) creating the same study or series at
+    once do not fail each other: the loser of the race reads the winner's row.
+    """
+    column = getattr(model, key)
+    row = session.scalar(select(model).where(column == value))
+    if row is not None:
+        return row
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+    session.execute(
+        dialect_insert(model)
+        .values({key: value, **values})
+        .on_conflict_do_nothing(index_elements=[key])
     )
-    if study is None:
-        study = Study(
-            study_instance_uid=entry.study_instance_uid,
-            created_at=entry.received_at,
-            updated_at=entry.received_at,
-        )
-        session.add(study)
+    return session.scalar(select(model).where(column == value))
+
+
+def _get_or_create_study(session: Session, entry: IndexEntry) -> Study:
+    study: Study = _ensure_row(
+        session,
+        Study,
+        "study_instance_uid",
+        entry.study_instance_uid,
+        {"created_at": entry.received_at, "updated_at": entry.received_at},
+    )
     for name in _STUDY_FIELDS:
         value = entry.study.get(name)
         if value is not None:
@@ -101,19 +121,21 @@ def _get_or_create_study(session: Session, entry: IndexEntry) -> Study:
 
 
 def _get_or_create_series(session: Session, entry: IndexEntry, study: Study) -> Series:
-    series = session.scalar(
-        select(Series).where(Series.series_instance_uid == entry.series_instance_uid)
+    series: Series = _ensure_row(
+        session,
+        Series,
+        "series_instance_uid",
+        entry.series_instance_uid,
+        {
+            "study_id": study.id,
+            "instance_count": 0,
+            "corrected_instances": 0,
+            "finding_codes": "",
+            "created_at": entry.received_at,
+            "last_received_at": entry.received_at,
+        },
     )
-    if series is None:
-        series = Series(
-            series_instance_uid=entry.series_instance_uid,
-            study=study,
-            instance_count=0,
-            corrected_instances=0,
-            created_at=entry.received_at,
-            last_received_at=entry.received_at,
-        )
-        session.add(series)
+    lock_series(session, series)
     for name in _SERIES_FIELDS:
         value = entry.series.get(name)
         if value is not None:

@@ -164,3 +164,39 @@ Index(
     InstancePosition.position_um,
 )
 Index("ix_series_study_modality", Series.study_id, Series.modality)
+
+
+class ForwardJob(Base):
+    """One instance to send to one destination (the outbox of ``scp.forward``).
+
+    Created in the transaction that indexes the instance; ``state`` moves
+    ``pending`` -> ``in_flight`` (claimed by ``claimed_by`` until ``lease_until``) ->
+    ``done`` or back to ``pending`` (retry at ``next_attempt_at``) or ``dead``.
+    """
+
+    __tablename__ = "forward_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    destination: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    #: Last DIMSE status the destination answered (PS3.4 B.2.3), if any.
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+Index(
+    "ix_forward_jobs_claim",
+    ForwardJob.destination,
+    ForwardJob.state,
+    ForwardJob.next_attempt_at,
+)
+Index("ix_forward_jobs_lease", ForwardJob.state, ForwardJob.lease_until)
+Index("ix_forward_jobs_instance", ForwardJob.instance_id, ForwardJob.destination)

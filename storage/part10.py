@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import read_file_meta_info
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
     UID,
@@ -230,6 +231,7 @@ def _file_meta_end(fp: BinaryIO, size: int) -> int:
     if size < 132 or fp.read(132)[128:132] != b"DICM":
         raise MalformedDataset("not a Part 10 file: no DICM prefix")
     walker = _Walker(fp, size, _Encoding(False, True))
+    group_end: int | None = None
     while True:
         pos = fp.tell()
         if pos + 4 > size:
@@ -238,7 +240,19 @@ def _file_meta_end(fp: BinaryIO, size: int) -> int:
         fp.seek(pos)
         if group != 0x0002:
             return pos
+        if group_end is not None and pos >= group_end:
+            # Past the length (0002,0000) announced: group 0002 elements inside the data
+            # set, e.g. a C-STORE data set carrying a Transfer Syntax UID of its own that
+            # would override the negotiated one (PS3.10 7.1, PS3.7 9.3.1.1).
+            raise MalformedDataset(
+                f"the data set holds group 0002 (File Meta) elements: byte {pos} is past "
+                "the group length (0002,0000)"
+            )
         tag, _, length = walker._header(walker.enc)
+        if tag == 0x00020000 and length == 4 and group_end is None:
+            (group_length,) = struct.unpack("<L", walker._read(4))
+            group_end = fp.tell() + group_length
+            continue
         walker._skip(length, tag)
 
 
@@ -268,20 +282,36 @@ def read_received(path: Path) -> ReceivedFile:
     Raises :class:`MalformedDataset` when the bytes are truncated, lengths run
     past the data, items are malformed, or pydicom cannot parse the header.
     """
+    try:
+        return _read_received(path)
+    except MalformedDataset:
+        raise
+    except Exception as exc:  # hostile bytes must never raise anything else (issue 6 fuzzing)
+        raise MalformedDataset(f"cannot be read: {type(exc).__name__}: {exc}"[:500]) from exc
+
+
+def _read_received(path: Path) -> ReceivedFile:
     size = path.stat().st_size
     with open(path, "rb", buffering=65536) as fp:
         dataset_offset = _file_meta_end(fp, size)
+        fp.seek(0)
+        try:
+            file_meta = read_file_meta_info(path)
+        except Exception as exc:
+            raise MalformedDataset(f"File Meta Information cannot be parsed: {exc}") from exc
+        ts = UID(str(file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)).strip("\x00 "))
+        # The structure is walked before pydicom parses anything, so that hostile lengths
+        # and nesting (200 levels would exhaust pydicom's recursion) are refused first.
+        if ts == DeflatedExplicitVRLittleEndian:
+            pixel_offset = None  # the whole data set is one deflate stream (PS3.5 A.5)
+        else:
+            pixel_offset = _walk(fp, size, dataset_offset, ts)
         fp.seek(0)
         try:
             header = dcmread(fp, stop_before_pixels=True, force=True)
         except Exception as exc:  # pydicom raises many types on hostile bytes
             raise MalformedDataset(f"header cannot be parsed: {exc}") from exc
         file_meta = header.file_meta
-        ts = UID(str(file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)).strip("\x00 "))
-        if ts == DeflatedExplicitVRLittleEndian:
-            pixel_offset = None  # the whole data set is one deflate stream (PS3.5 A.5)
-        else:
-            pixel_offset = _walk(fp, size, dataset_offset, ts)
     if ts == DeflatedExplicitVRLittleEndian and len(header) == 0 and size > dataset_offset:
         raise MalformedDataset("deflated data set cannot be inflated")
     if "SOPInstanceUID" not in header and "SOPClassUID" not in header and len(header) == 0:

@@ -16,6 +16,7 @@ from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from scp.series.geometry import DEFAULT_TOLERANCE, Tolerance
+from scp.series.summary import compose_series
 from storage.models import Instance, InstanceFinding, Series, Study
 from storage.series_index import series_geometry, series_state_name
 
@@ -199,53 +200,26 @@ class IndexQueries:
         distinct_spacings: int,
     ) -> dict[str, Any]:
         state = series_state_name(s, self.quiet_seconds)
-        geometry = series_geometry(s, state == "receiving", self.tolerance)
-        row_mm, col_mm, source, _ = spacing or (None, None, None, 0)
-        pixel_spacing = {
-            "row_mm": row_mm,
-            "column_mm": col_mm,
-            "source": source,
-            "consistent": distinct_spacings <= 1,
-        }
-        slice_spacing: dict[str, Any] = {
-            "mm": None,
-            "min_mm": None,
-            "max_mm": None,
-            "uniform": None,
-            "missing_slices": None,
-            "tilt_degrees": None,
-            "provisional": state == "receiving",
-        }
-        findings = list(instance_findings)
-        st = sbs = None
-        if geometry is not None:
-            slice_spacing = geometry["slice_spacing"]
-            st = geometry["slice_thickness_mm"]
-            sbs = geometry["spacing_between_slices_mm"]
-            pixel_spacing["consistent"] = bool(
-                geometry["pixel_spacing"]["consistent"] and pixel_spacing["consistent"]
-            )
-            findings = geometry["findings"] + findings
-        return {
-            "series_instance_uid": s.series_instance_uid,
-            "study_instance_uid": study_uid,
-            "modality": s.modality,
-            "series_number": s.series_number,
-            "series_description": s.series_description,
-            "manufacturer": s.manufacturer,
-            "manufacturer_model_name": s.manufacturer_model_name,
-            "station_name": s.station_name,
-            "instance_count": s.instance_count,
-            "state": state,
-            "last_received_at": _iso(s.last_received_at),
-            "pixel_spacing": pixel_spacing,
-            "slice_spacing": slice_spacing,
-            "slice_thickness_mm": st,
-            "spacing_between_slices_mm": sbs,
-            "corrected_instances": s.corrected_instances,
-            "stacks": geometry["stacks"] if geometry is not None else [],
-            "findings": findings,
-        }
+        return compose_series(
+            fields={
+                "series_instance_uid": s.series_instance_uid,
+                "study_instance_uid": study_uid,
+                "modality": s.modality,
+                "series_number": s.series_number,
+                "series_description": s.series_description,
+                "manufacturer": s.manufacturer,
+                "manufacturer_model_name": s.manufacturer_model_name,
+                "station_name": s.station_name,
+                "instance_count": s.instance_count,
+                "corrected_instances": s.corrected_instances,
+                "last_received_at": _iso(s.last_received_at),
+            },
+            state=state,
+            geometry=series_geometry(s, state == "receiving", self.tolerance),
+            instance_findings=instance_findings,
+            spacing=spacing[:3] if spacing else None,
+            spacing_consistent=distinct_spacings <= 1,
+        )
 
     # -- instances ---------------------------------------------------------------------------
     def list_instances(

@@ -40,10 +40,16 @@ def slices_from_json(data: Sequence[dict[str, Any]] | None) -> list[SliceGeometr
     return out
 
 
-def _lock_series(session: Session, series: Series) -> None:
+def lock_series(session: Session, series: Series) -> None:
+    """Serialize updates of one series across connections and nodes.
+
+    PostgreSQL: ``SELECT ... FOR UPDATE`` on the series row, then re-read the row (another
+    node may have changed it since it was loaded).  SQLite: the write transaction already
+    holds the database lock (``BEGIN IMMEDIATE``).
+    """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(Series.id).where(Series.id == series.id).with_for_update())
-        session.refresh(series, attribute_names=["geometry_state"])
+        session.refresh(series)
 
 
 def _neighbours(
@@ -115,7 +121,6 @@ def add_instance_geometry(
     """Fold one instance's slices into its series' geometry and findings."""
     instance.geometry = slices_to_json(slices) if slices else None
     session.flush()
-    _lock_series(session, series)
     if resend or len(slices) > BATCH_THRESHOLD:
         state = _rebuild(session, series)  # this instance's geometry is flushed already
     else:

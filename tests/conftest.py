@@ -290,3 +290,39 @@ def node_process(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+REQUIRE_POSTGRES = os.environ.get("SPACING_SCP_REQUIRE_POSTGRES") == "1"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on the server ``.ci/postgres.sh`` starts.
+
+    Skips when no server is configured (``SPACING_SCP_TEST_POSTGRES_URL``), unless
+    ``SPACING_SCP_REQUIRE_POSTGRES=1`` (CI), where it fails.
+    """
+    base = os.environ.get("SPACING_SCP_TEST_POSTGRES_URL")
+    if not base:
+        if REQUIRE_POSTGRES:
+            pytest.fail("SPACING_SCP_TEST_POSTGRES_URL is required (run .ci/postgres.sh)")
+        pytest.skip('no PostgreSQL server: eval "$(bash .ci/postgres.sh)" to test on one')
+    import uuid
+
+    import psycopg
+
+    name = f"spacing_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = base.rsplit("/", 1)[0] + "/" + name
+    yield url
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Run a test on both index backends."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    return str(request.getfixturevalue("postgres_url"))

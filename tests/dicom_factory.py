@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 ROOT = "1.2.826.0.1.3680043.8.498.77"
@@ -65,6 +67,13 @@ def ct_dataset(
     if extra is not None:
         extra(ds)
     return ds
+
+
+def set_raw(ds: Dataset, tag: int, vr: str, value: bytes) -> None:
+    """Put an element with exactly these value bytes (even ones invalid for the VR)."""
+    if len(value) % 2:
+        value += b" "
+    ds[tag] = RawDataElement(BaseTag(tag), vr, len(value), value, 0, False, True)  # type: ignore[assignment]
 
 
 def write(ds: Dataset, path: Path, transfer_syntax: str = ExplicitVRLittleEndian) -> Path:

@@ -7,6 +7,7 @@ bodies (RFC 9457, ``application/problem+json``).  Routes are declared in
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -22,6 +23,18 @@ from urllib.parse import parse_qs, unquote, urlsplit
 log = logging.getLogger("spacing_scp.http")
 
 MAX_QUERY_LENGTH = 4096
+#: Connections served at once; more are answered 503 at once (issue 6: a few slow or idle
+#: clients must not take every thread).
+MAX_CONNECTIONS = 32
+#: Seconds a client gets to send a request line and headers (and to read the answer).
+REQUEST_TIMEOUT_S = 10.0
+_BUSY_BODY = b'{"type":"about:blank","title":"Service Unavailable","status":503}'
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n"
+    + f"Content-Length: {len(_BUSY_BODY)}\r\n\r\n".encode()
+    + _BUSY_BODY
+)
 
 
 class Problem(Exception):
@@ -72,10 +85,14 @@ class Router:
         return None
 
 
-def _make_handler(router: Router, token: str) -> type[BaseHTTPRequestHandler]:
+def _make_handler(
+    router: Router, token: str, request_timeout_s: float = REQUEST_TIMEOUT_S
+) -> type[BaseHTTPRequestHandler]:
     class ApiHandler(BaseHTTPRequestHandler):
         server_version = "spacing-scp"
         sys_version = ""
+        # socketserver.StreamRequestHandler: a timeout on the connection's socket.
+        timeout = request_timeout_s
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s %s", self.address_string(), format % args)
@@ -141,12 +158,49 @@ def _make_handler(router: Router, token: str) -> type[BaseHTTPRequestHandler]:
     return ApiHandler
 
 
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """At most ``max_connections`` connections in service; others get 503 and are closed."""
+
+    def __init__(self, address: tuple[str, int], handler: Any, max_connections: int) -> None:
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("HTTP connection from %s refused: too many open", client_address[0])
+            with contextlib.suppress(OSError):
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class ApiServer:
     """Runs the API in a background thread."""
 
-    def __init__(self, router: Router, host: str, port: int, token: str = "") -> None:
-        handler = _make_handler(router, token)
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+    def __init__(
+        self,
+        router: Router,
+        host: str,
+        port: int,
+        token: str = "",
+        *,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        handler = _make_handler(router, token, request_timeout_s)
+        self.httpd = _BoundedHTTPServer((host, port), handler, max_connections)
         self.httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, name="http-api", daemon=True

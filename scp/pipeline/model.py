@@ -107,6 +107,8 @@ class InstanceContext:
 
     calling_ae_title: str = ""
     called_ae_title: str = ""
+    #: The node's own AE title: the Modifying System (0400,0563) of its corrections.
+    node_ae_title: str = ""
 
 
 @dataclass

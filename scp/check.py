@@ -1,0 +1,279 @@
+"""``spacing-scp check``: the node's pipeline on files and folders, without a network.
+
+Every file goes through the same steps as a received instance (structure check,
+spacing pipeline, edits) and the series summaries are composed by the same code
+as the index's (:func:`scp.series.summary.compose_series`), so a folder on disk
+and a series received over the network get the same answer.  ``--fix OUTDIR``
+writes corrected copies (edits recorded in Original Attributes Sequence, plus
+the private verdict block when ``[policy] annotate_private``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydicom.dataset import Dataset
+
+from scp.pipeline import run_pipeline
+from scp.pipeline.annotate import annotate
+from scp.pipeline.model import Finding, InstanceContext, PipelineResult, Severity
+from scp.pipeline.policy import SpacingPolicy
+from scp.pipeline.record import apply_edits
+from scp.pipeline.report import raw_text
+from scp.series.geometry import (
+    DEFAULT_TOLERANCE,
+    SeriesState,
+    SliceGeometry,
+    Tolerance,
+    slices_from_dataset,
+)
+from scp.series.summary import compose_series
+from storage.header_codec import UnsupportedRewrite, encode_header
+from storage.part10 import MalformedDataset, read_received, write_part10
+
+UNREADABLE = "FILE_UNREADABLE"
+
+
+@dataclass
+class Checked:
+    path: Path
+    sop_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+    modality: str | None = None
+    result: PipelineResult | None = None
+    received_pixel_spacing: str | None = None
+    error: str | None = None
+    slices: list[SliceGeometry] = field(default_factory=list)
+    fixed: Path | None = None
+
+    @property
+    def verdict(self) -> str:
+        if self.error is not None:
+            return Severity.INVALID.value
+        assert self.result is not None
+        return self.result.verdict
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "path": str(self.path),
+            "sop_instance_uid": self.sop_instance_uid,
+            "series_instance_uid": self.series_instance_uid,
+            "verdict": self.verdict,
+            "received_pixel_spacing": self.received_pixel_spacing,
+        }
+        if self.error is not None:
+            out["findings"] = [{"code": UNREADABLE, "severity": "invalid", "message": self.error}]
+            out["pixel_spacing"] = {"row_mm": None, "column_mm": None, "source": None}
+            out["actions"] = []
+            return out
+        assert self.result is not None
+        eff = self.result.effective
+        out["pixel_spacing"] = {
+            "row_mm": eff.row_mm,
+            "column_mm": eff.column_mm,
+            "source": eff.source,
+            "calibration": eff.calibration,
+        }
+        out["findings"] = [
+            {
+                "code": f.code,
+                "severity": f.severity.value,
+                "message": f.message,
+                "rule": f.rule,
+                "tag": f.tag,
+            }
+            for f in self.result.findings
+        ]
+        out["actions"] = [
+            {
+                "code": e.code,
+                "attribute": e.attribute,
+                "path": "/".join(map(str, e.path)),
+                "old": e.old,
+                "new": e.new,
+                "reason": e.reason,
+            }
+            for e in self.result.edits
+        ]
+        if self.fixed is not None:
+            out["fixed_copy"] = str(self.fixed)
+        return out
+
+
+def iter_files(paths: Iterable[Path]) -> Iterator[tuple[Path, Path]]:
+    """(file, root it was found under), folders walked recursively, sorted."""
+    for path in paths:
+        if path.is_dir():
+            for f in sorted(path.rglob("*")):
+                if f.is_file() and not f.name.startswith("."):
+                    yield f, path
+        elif path.is_file():
+            yield path, path.parent
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+
+
+def is_part10(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = raw_text(ds, keyword)
+    return value.strip() if value else None
+
+
+def check_file(
+    path: Path,
+    policy: SpacingPolicy,
+    node_ae_title: str,
+    fix_to: Path | None = None,
+) -> Checked:
+    try:
+        received = read_received(path)
+    except (MalformedDataset, OSError) as exc:
+        return Checked(path, error=str(exc))
+    view = received.header[0x00000000:0xFFFFFFFF]
+    result = run_pipeline(view, InstanceContext(node_ae_title=node_ae_title), policy)
+    item = Checked(
+        path,
+        sop_instance_uid=_text(view, "SOPInstanceUID"),
+        series_instance_uid=_text(view, "SeriesInstanceUID"),
+        study_instance_uid=_text(view, "StudyInstanceUID"),
+        modality=_text(view, "Modality"),
+        result=result,
+        received_pixel_spacing=raw_text(view, "PixelSpacing"),
+    )
+    header = received.header
+    if fix_to is not None:
+        try:
+            if result.edits:
+                apply_edits(header, result.edits, node_ae_title, datetime.now(UTC))
+            if policy.annotate_private:
+                annotate(header, result)
+            header_bytes = encode_header(header, received.transfer_syntax_uid)
+        except (UnsupportedRewrite, ValueError) as exc:
+            result.findings.append(
+                Finding("NOT_REWRITTEN", Severity.WARNING, f"copy written as received: {exc}")
+            )
+            header_bytes = None
+        fix_to.parent.mkdir(parents=True, exist_ok=True)
+        with open(fix_to, "wb") as fh:
+            write_part10(fh, received.file_meta, received, header_bytes)
+        item.fixed = fix_to
+    after = header[0x00000000:0xFFFFFFFF] if (fix_to is not None and result.edits) else view
+    try:
+        item.slices = slices_from_dataset(after)
+    except Exception:
+        item.slices = []
+    return item
+
+
+def series_summaries(
+    items: list[Checked], tolerance: Tolerance = DEFAULT_TOLERANCE
+) -> list[dict[str, Any]]:
+    groups: dict[str, list[Checked]] = defaultdict(list)
+    for item in items:
+        if item.series_instance_uid and item.result is not None:
+            groups[item.series_instance_uid].append(item)
+    out = []
+    for uid, members in sorted(groups.items()):
+        slices = [g for m in members for g in m.slices]
+        geometry = (
+            SeriesState.from_slices(slices).summary(False, tolerance).to_dict() if slices else None
+        )
+        agg: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for m in members:
+            assert m.result is not None
+            for f in m.result.findings:
+                agg[(f.code, f.severity.value)].append(f.message)
+        instance_findings = [
+            {"code": code, "severity": sev, "count": len(msgs), "message": min(msgs)}
+            for (code, sev), msgs in sorted(agg.items())
+        ]
+        spacings: Counter[tuple[float | None, float | None, str | None]] = Counter()
+        for m in members:
+            assert m.result is not None
+            eff = m.result.effective
+            spacings[(eff.row_mm, eff.column_mm, eff.source)] += 1
+        best = max(spacings.items(), key=lambda kv: (kv[1], kv[0][0] is not None))[0]
+        distinct = {(r, c) for r, c, _ in spacings}
+        out.append(
+            compose_series(
+                fields={
+                    "series_instance_uid": uid,
+                    "study_instance_uid": members[0].study_instance_uid,
+                    "modality": members[0].modality,
+                    "instance_count": len(members),
+                    "corrected_instances": sum(
+                        1 for m in members if m.result is not None and m.result.edits
+                    ),
+                },
+                state="settled",
+                geometry=geometry,
+                instance_findings=instance_findings,
+                spacing=best,
+                spacing_consistent=len(distinct) <= 1,
+            )
+        )
+    return out
+
+
+class Progress:
+    """A one-line progress bar on a terminal (nothing when not a terminal)."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr, minimum: int = 20) -> None:
+        self.total = total
+        self.stream = stream
+        self.enabled = total >= minimum and stream.isatty()
+        self.done = 0
+
+    def step(self) -> None:
+        self.done += 1
+        if self.enabled and (self.done == self.total or self.done % 10 == 0):
+            width = 30
+            filled = width * self.done // max(self.total, 1)
+            self.stream.write(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
+            )
+            if self.done == self.total:
+                self.stream.write("\n")
+            self.stream.flush()
+
+
+def run_check(
+    paths: list[Path],
+    policy: SpacingPolicy,
+    node_ae_title: str,
+    tolerance: Tolerance = DEFAULT_TOLERANCE,
+    fix_dir: Path | None = None,
+) -> tuple[list[Checked], list[dict[str, Any]], int]:
+    """Check every DICOM file under ``paths``; return items, series, skipped count."""
+    files = list(iter_files(paths))
+    progress = Progress(len(files))
+    items: list[Checked] = []
+    skipped = 0
+    for path, root in files:
+        progress.step()
+        if not is_part10(path):
+            skipped += 1
+            continue
+        target = None
+        if fix_dir is not None:
+            rel = path.relative_to(root) if path != root else Path(path.name)
+            target = fix_dir / rel
+            if target.resolve() == path.resolve():
+                raise ValueError("--fix must name a folder other than the input")
+        items.append(check_file(path, policy, node_ae_title, target))
+    return items, series_summaries(items, tolerance), skipped

@@ -1,0 +1,662 @@
+"""Forwarding workers: one thread per destination, sending the outbox as a Storage SCU.
+
+Each worker claims a batch of due jobs (:func:`storage.outbox.claim`), opens one
+association for it (PS3.7 D.3, PS3.8 9.3.2) and sends the instances with C-STORE
+(PS3.7 9.1.1), then releases the association.  Presentation contexts (PS3.8
+9.3.2.2): for every SOP class of the batch, one context per stored transfer
+syntax holding exactly that syntax, and one fallback context offering Explicit
+VR Little Endian and Implicit VR Little Endian.  An instance goes out in the
+transfer syntax it is stored in (the file's bytes, streamed: pynetdicom's chunked
+send); only between the uncompressed little-endian syntaxes (explicit, implicit,
+deflated) is it re-encoded, through pydicom, when the destination accepted no
+context with the stored syntax.  A compressed instance is never transcoded: if
+its exact context was rejected it cannot be sent to that destination, and the
+job is ``dead`` with the negotiation result as the reason.
+
+Responses (PS3.4 B.2.3): Success (0x0000) and the warnings Coercion of Data
+Elements (0xB000), Elements Discarded (0xB006) and Data Set does not match SOP
+Class (0xB007) mean the destination stored the instance: the job is ``done``.
+Any other status, no response (DIMSE timeout, A-ABORT) and failures to associate
+are retried with exponential backoff and jitter until ``max_attempts``.  A worker
+whose destination cannot be reached backs off as a whole, so it does not burn
+the attempts of every queued job, and since each destination has its own thread,
+an unreachable destination never delays the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import secrets
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom import uid as pyuid
+from pynetdicom import AE, _config, build_context, evt
+from pynetdicom.presentation import PresentationContext
+from sqlalchemy import event
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from scp import status as dimse
+from scp.config import Config, Destination
+from scp.egress import result_from_index, write_annotated
+from scp.forward.routing import facts_from_entry, route
+from scp.metrics import METRICS
+from scp.pipeline.model import PipelineResult
+from storage import outbox
+from storage.db import write_session
+from storage.filestore import FileStore
+from storage.index import IndexEntry
+from storage.models import Instance
+
+log = logging.getLogger("spacing_scp.forward")
+
+#: Statuses after which the destination holds the instance (PS3.4 B.2.3).
+DONE_STATUSES: frozenset[int] = dimse.SUCCESS_STATUSES | dimse.WARNING_STATUSES
+#: Transfer syntaxes an instance may be re-encoded between (no pixel data change).
+NATIVE_LITTLE_ENDIAN: frozenset[str] = frozenset(
+    {
+        pyuid.ExplicitVRLittleEndian,
+        pyuid.ImplicitVRLittleEndian,
+        pyuid.DeflatedExplicitVRLittleEndian,
+    }
+)
+FALLBACK_TRANSFER_SYNTAXES: tuple[str, ...] = (
+    pyuid.ExplicitVRLittleEndian,
+    pyuid.ImplicitVRLittleEndian,
+)
+#: Presentation context IDs are odd numbers 1-255 (PS3.8 9.3.2.2).
+MAX_CONTEXTS = 128
+#: Seconds an association stays open waiting for more jobs before it is released.
+LINGER_S = 0.5
+
+METRICS.describe(
+    "spacing_scp_forward_sent_total",
+    "Forwarding attempts by destination and outcome (done, retry, dead)",
+)
+
+#: PS3.8 9.3.3.2 presentation context results.
+_CX_RESULTS = {
+    0x01: "user rejection",
+    0x02: "no reason",
+    0x03: "abstract syntax not supported",
+    0x04: "transfer syntaxes not supported",
+}
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _uid_name(value: str) -> str:
+    name = pyuid.UID(value).name
+    return name if name and name != value else value
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What every worker of a node shares."""
+
+    ae_title: str
+    lease_s: float = 300.0
+    poll_s: float = 2.0
+    batch_size: int = 50
+    connect_timeout_s: float = 10.0
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 120.0
+    network_timeout: float = 120.0
+    max_pdu: int = 262144
+    annotate: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> WorkerSettings:
+        return cls(
+            ae_title=cfg.node.ae_title,
+            lease_s=cfg.forwarding.lease_s,
+            poll_s=cfg.forwarding.poll_s,
+            batch_size=cfg.forwarding.batch_size,
+            connect_timeout_s=cfg.forwarding.connect_timeout_s,
+            acse_timeout=cfg.node.acse_timeout,
+            dimse_timeout=cfg.node.dimse_timeout,
+            network_timeout=cfg.node.network_timeout,
+            max_pdu=cfg.node.max_pdu_size,
+            annotate=cfg.policy.annotate_private,
+        )
+
+
+# -- presentation contexts ------------------------------------------------------------------
+
+
+def _context_keys(jobs: Iterable[outbox.ClaimedJob]) -> list[tuple[str, tuple[str, ...]]]:
+    keys: dict[tuple[str, tuple[str, ...]], None] = {}
+    for job in jobs:
+        keys[(job.sop_class_uid, (job.transfer_syntax_uid,))] = None
+        keys[(job.sop_class_uid, FALLBACK_TRANSFER_SYNTAXES)] = None
+    return list(keys)
+
+
+def split_batch(jobs: Sequence[outbox.ClaimedJob]) -> list[list[outbox.ClaimedJob]]:
+    """Groups of jobs whose presentation contexts fit one association (at most 128)."""
+    groups: list[list[outbox.ClaimedJob]] = []
+    current: list[outbox.ClaimedJob] = []
+    for job in jobs:
+        if current and len(_context_keys([*current, job])) > MAX_CONTEXTS:
+            groups.append(current)
+            current = []
+        current.append(job)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def contexts_for(jobs: Sequence[outbox.ClaimedJob]) -> list[PresentationContext]:
+    """Exact contexts first (one transfer syntax each), then the uncompressed fallbacks."""
+    keys = _context_keys(jobs)
+    exact = [k for k in keys if k[1] != FALLBACK_TRANSFER_SYNTAXES]
+    fallback = [k for k in keys if k[1] == FALLBACK_TRANSFER_SYNTAXES]
+    return [build_context(sop, list(ts)) for sop, ts in exact + fallback]
+
+
+def pick_context(assoc: Any, job: outbox.ClaimedJob) -> tuple[str, PresentationContext | None]:
+    """``("file", cx)``: send the stored bytes; ``("convert", cx)``: re-encode natively;
+    ``(reason, None)``: the instance cannot go over this association."""
+    accepted = [cx for cx in assoc.accepted_contexts if cx.abstract_syntax == job.sop_class_uid]
+    for cx in accepted:
+        if cx.transfer_syntax[0] == job.transfer_syntax_uid:
+            return "file", cx
+    if job.transfer_syntax_uid in NATIVE_LITTLE_ENDIAN:
+        for cx in accepted:
+            if cx.transfer_syntax[0] in NATIVE_LITTLE_ENDIAN:
+                return "convert", cx
+    sop, ts = _uid_name(job.sop_class_uid), _uid_name(job.transfer_syntax_uid)
+    if accepted:
+        offered = ", ".join(_uid_name(cx.transfer_syntax[0]) for cx in accepted)
+        return (
+            f"no presentation context: the destination accepted {sop} only in {offered}, "
+            f"the instance is stored in {ts} and the node does not transcode",
+            None,
+        )
+    results = sorted(
+        {
+            _CX_RESULTS.get(int(cx.result or 0), f"result {cx.result}")
+            for cx in assoc.rejected_contexts
+            if cx.abstract_syntax == job.sop_class_uid
+        }
+    )
+    why = f" ({', '.join(results)}, PS3.8 9.3.3.2)" if results else ""
+    return (
+        f"no presentation context: the destination rejected {sop} (stored in {ts}, "
+        f"offered with the uncompressed fallbacks too){why}",
+        None,
+    )
+
+
+def _association_failure(assoc: Any, dest: Destination, connected: bool) -> str:
+    where = f"{dest.ae_title}@{dest.host}:{dest.port}"
+    if not connected:
+        return f"no association with {where}: TCP connection failed or timed out"
+    if assoc.is_rejected:
+        rj: Any = getattr(assoc.acceptor, "primitive", None)
+        detail = ""
+        with contextlib.suppress(Exception):
+            detail = f" ({rj.result_str}, {rj.source_str}: {rj.reason_str}; PS3.8 9.3.4)"
+        return f"association rejected by {where}{detail}"
+    if assoc.is_aborted:
+        return f"association with {where} aborted during negotiation"
+    return f"no answer from {where} to the association request (ACSE timeout)"
+
+
+# -- one destination ------------------------------------------------------------------------
+
+
+class DestinationWorker:
+    """Sends one destination's jobs, in its own thread."""
+
+    def __init__(
+        self,
+        dest: Destination,
+        sessions: sessionmaker[Session],
+        store: FileStore,
+        settings: WorkerSettings,
+        node_id: str,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.dest = dest
+        self.sessions = sessions
+        self.store = store
+        self.settings = settings
+        self.node_id = node_id
+        self.rng = rng or random.Random()
+        self.wake_event = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"forward-{dest.name}", daemon=True)
+        self._ae: AE | None = None
+        self._failures = 0
+        self._circuit_until = 0.0
+        self._held: set[int] = set()
+        self._renew_at = 0.0
+
+    # -- control ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self.wake_event.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self.wake_event.set()
+
+    def join(self, timeout: float) -> bool:
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def abort(self) -> None:
+        """Abort the association in progress (the node's grace period is over)."""
+        ae = self._ae
+        if ae is not None:
+            for assoc in list(ae.active_associations):
+                log.warning("forward %s: aborting the association (stopping)", self.dest.name)
+                assoc.abort()
+
+    # -- loop ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        log.info(
+            "forward %s: worker started (%s@%s:%d)",
+            self.dest.name,
+            self.dest.ae_title,
+            self.dest.host,
+            self.dest.port,
+        )
+        while not self._stop.is_set():
+            pause = self._circuit_until - time.monotonic()
+            if pause > 0:
+                self._stop.wait(pause)
+                continue
+            self.wake_event.clear()
+            try:
+                worked = self.run_once()
+            except Exception:
+                log.exception("forward %s: worker error", self.dest.name)
+                self._release_held()
+                self._stop.wait(min(5.0, self.settings.poll_s))
+                continue
+            if not worked:
+                self._idle()
+        log.info("forward %s: worker stopped", self.dest.name)
+
+    def _idle(self) -> None:
+        timeout = self.settings.poll_s
+        try:
+            with self.sessions() as session:
+                due = outbox.next_due(session, self.dest.name)
+        except Exception:
+            log.debug("next_due failed", exc_info=True)
+            due = None
+        if due is not None:
+            until = (due - datetime.now(UTC)).total_seconds()
+            timeout = min(timeout, max(0.02, until + 0.01))
+        self.wake_event.wait(timeout)
+
+    def run_once(self) -> bool:
+        """Claim one batch and send it; ``False`` when nothing was due."""
+        with write_session(self.sessions) as session:
+            jobs = outbox.claim(
+                session,
+                self.dest.name,
+                self.node_id,
+                limit=self.settings.batch_size,
+                lease_s=self.settings.lease_s,
+            )
+        if not jobs:
+            return False
+        self._held = {j.id for j in jobs}
+        self._renew_at = time.monotonic() + self.settings.lease_s / 3
+        try:
+            for group in split_batch(jobs):
+                if self._stop.is_set() or self._circuit_until > time.monotonic():
+                    break  # the rest is released, no attempt counted
+                self._send_group(group)
+        finally:
+            self._release_held()
+        return True
+
+    # -- settling jobs ---------------------------------------------------------------------
+    def _release_held(self) -> None:
+        if not self._held:
+            return
+        ids = sorted(self._held)
+        self._held.clear()
+        with write_session(self.sessions) as session:
+            outbox.release(session, ids, self.node_id)
+
+    def _keep_lease(self, job_id: int) -> bool:
+        """Renew the batch's leases when a third of the lease is used; ``False`` if this
+        job was taken over (the lease ran out), so it must not be sent."""
+        if time.monotonic() >= self._renew_at:
+            with write_session(self.sessions) as session:
+                self._held = outbox.renew(
+                    session, sorted(self._held), self.node_id, self.settings.lease_s
+                )
+            self._renew_at = time.monotonic() + self.settings.lease_s / 3
+        return job_id in self._held
+
+    def _settled(self, job_id: int) -> None:
+        self._held.discard(job_id)
+
+    def _fail(self, job: outbox.ClaimedJob, error: str, status: int | None = None) -> None:
+        with write_session(self.sessions) as session:
+            state = outbox.fail(
+                session,
+                job.id,
+                self.node_id,
+                error=error,
+                status=status,
+                max_attempts=self.dest.max_attempts,
+                retry_initial_s=self.dest.retry_initial_s,
+                retry_max_s=self.dest.retry_max_s,
+                rng=self.rng,
+            )
+        self._settled(job.id)
+        outcome = "dead" if state == outbox.DEAD else "retry"
+        METRICS.inc("spacing_scp_forward_sent_total", destination=self.dest.name, outcome=outcome)
+        log.log(
+            logging.ERROR if outcome == "dead" else logging.WARNING,
+            "forward %s: sop=%s %s: %s",
+            self.dest.name,
+            job.sop_instance_uid,
+            "dead" if outcome == "dead" else "will retry",
+            error,
+        )
+
+    def _bury(self, job: outbox.ClaimedJob, reason: str) -> None:
+        with write_session(self.sessions) as session:
+            outbox.bury(session, job.id, self.node_id, reason)
+        self._settled(job.id)
+        METRICS.inc("spacing_scp_forward_sent_total", destination=self.dest.name, outcome="dead")
+        log.error("forward %s: sop=%s dead: %s", self.dest.name, job.sop_instance_uid, reason)
+
+    def _done(self, job: outbox.ClaimedJob, status: int, ms: float) -> None:
+        with write_session(self.sessions) as session:
+            outbox.complete(session, job.id, self.node_id, status)
+        self._settled(job.id)
+        METRICS.inc("spacing_scp_forward_sent_total", destination=self.dest.name, outcome="done")
+        log.info(
+            "forward %s: sop=%s status=0x%04X (%s) ms=%.1f",
+            self.dest.name,
+            job.sop_instance_uid,
+            status,
+            dimse.describe(status),
+            ms,
+        )
+
+    # -- the association -------------------------------------------------------------------
+    def _new_ae(self) -> AE:
+        s = self.settings
+        ae = AE(ae_title=self.dest.calling_ae_title or s.ae_title)
+        ae.acse_timeout = s.acse_timeout
+        ae.dimse_timeout = s.dimse_timeout
+        ae.network_timeout = s.network_timeout
+        ae.connection_timeout = s.connect_timeout_s
+        ae.maximum_pdu_size = s.max_pdu
+        return ae
+
+    def _send_group(self, group: list[outbox.ClaimedJob]) -> None:
+        ae = self._ae = self._new_ae()
+        connected: list[bool] = []
+
+        def on_open(event: Any) -> None:
+            connected.append(True)
+            sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        try:
+            assoc = ae.associate(
+                self.dest.host,
+                self.dest.port,
+                contexts=contexts_for(group),
+                ae_title=self.dest.ae_title,
+                max_pdu=self.settings.max_pdu,
+                evt_handlers=[(evt.EVT_CONN_OPEN, on_open)],
+            )
+            if not assoc.is_established:
+                self._not_associated(assoc, group, bool(connected))
+                return
+            self._failures = 0
+            try:
+                self._send_over(assoc, group)
+                self._keep_sending(assoc)
+            finally:
+                if assoc.is_established:
+                    assoc.release()
+        finally:
+            self._ae = None
+
+    def _keep_sending(self, assoc: Any) -> None:
+        """Jobs that become due while the association is open (a series still arriving)
+        go over it too, as long as its accepted contexts fit them; after ``LINGER_S``
+        without new jobs the association is released."""
+        while not self._stop.is_set() and assoc.is_established:
+            self.wake_event.clear()
+            with write_session(self.sessions) as session:
+                jobs = outbox.claim(
+                    session,
+                    self.dest.name,
+                    self.node_id,
+                    limit=self.settings.batch_size,
+                    lease_s=self.settings.lease_s,
+                )
+            if not jobs:
+                if self.wake_event.wait(LINGER_S):
+                    continue
+                return
+            self._held.update(j.id for j in jobs)
+            # Only jobs with an accepted context in their own transfer syntax: the others
+            # were not proposed here, and get an association that proposes them.
+            fits = [j for j in jobs if pick_context(assoc, j)[0] == "file"]
+            if len(fits) < len(jobs):
+                with write_session(self.sessions) as session:
+                    outbox.release(session, [j.id for j in jobs if j not in fits], self.node_id)
+                self._held.difference_update(j.id for j in jobs if j not in fits)
+                self._send_over(assoc, fits)
+                return
+            self._send_over(assoc, jobs)
+
+    def _not_associated(self, assoc: Any, group: list[outbox.ClaimedJob], connected: bool) -> None:
+        if assoc.rejected_contexts and not assoc.accepted_contexts:
+            # The destination answered, and accepts none of the contexts: final.
+            self._failures = 0
+            for job in group:
+                reason, _ = pick_context(assoc, job)
+                self._bury(job, reason)
+            return
+        error = _association_failure(assoc, self.dest, connected)
+        if self._stop.is_set():
+            return  # released by run_once, no attempt counted
+        self._failures += 1
+        pause = outbox.backoff_s(
+            self._failures, self.dest.retry_initial_s, self.dest.retry_max_s, self.rng
+        )
+        self._circuit_until = time.monotonic() + pause
+        log.warning("forward %s: %s; next try in %.1fs", self.dest.name, error, pause)
+        for job in group:
+            self._fail(job, error)
+
+    def _send_over(self, assoc: Any, group: list[outbox.ClaimedJob]) -> None:
+        for job in group:
+            if self._stop.is_set() or not assoc.is_established:
+                return  # the rest is released, no attempt counted
+            if not self._keep_lease(job.id):
+                log.warning("forward %s: lost the lease of job %d", self.dest.name, job.id)
+                continue
+            mode, cx = pick_context(assoc, job)
+            if cx is None:
+                self._bury(job, mode)
+                continue
+            started = time.perf_counter()
+            try:
+                with self._source(job) as path:
+                    if mode == "file":
+                        _config.STORE_SEND_CHUNKED_DATASET = True
+                        rsp = assoc.send_c_store(path)
+                    else:
+                        rsp = assoc.send_c_store(dcmread(path))
+            except Exception as exc:
+                self._fail(job, f"could not send: {type(exc).__name__}: {exc}")
+                continue
+            code = getattr(rsp, "Status", None)
+            if code is None:
+                if self._stop.is_set():
+                    return  # aborted by stop: released, no attempt counted
+                self._fail(job, "no C-STORE response (DIMSE timeout or association aborted)")
+                return
+            code = int(code)
+            if code in DONE_STATUSES:
+                self._done(job, code, (time.perf_counter() - started) * 1000)
+            else:
+                comment = getattr(rsp, "ErrorComment", None)
+                text = f"C-STORE status 0x{code:04X} ({dimse.describe(code)})"
+                if comment:
+                    text += f": {comment}"
+                self._fail(job, text, status=code)
+
+    # -- what goes out ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _source(self, job: outbox.ClaimedJob) -> Iterator[Path]:
+        """The file to send: the original bytes, or the stored file (annotated)."""
+        if self.dest.send == "original":
+            rel = job.original_path or job.path
+            base = self.store.original_path if job.original_path else self.store.path
+            path = base(rel)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing")
+            yield path
+            return
+        stored = self.store.path(job.path)
+        if not stored.is_file():
+            raise FileNotFoundError(f"{stored} is missing")
+        if not self.settings.annotate:
+            yield stored
+            return
+        result = self._result(job.instance_id)
+        fd, name = tempfile.mkstemp(dir=self.store.tmp, suffix=".fwd")
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write_annotated(stored, fh, result)
+            yield tmp
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def _result(self, instance_id: int) -> PipelineResult:
+        with self.sessions() as session:
+            inst = session.get(
+                Instance,
+                instance_id,
+                options=[selectinload(Instance.findings), selectinload(Instance.actions)],
+            )
+            if inst is None:
+                raise FileNotFoundError(f"instance {instance_id} is no longer indexed")
+            return result_from_index(inst)
+
+
+# -- all destinations -----------------------------------------------------------------------
+
+
+class Forwarder:
+    """The node's forwarding: routing at ingest, one worker per destination."""
+
+    def __init__(self, cfg: Config, sessions: sessionmaker[Session], store: FileStore) -> None:
+        self.destinations = list(cfg.destinations)
+        self.sessions = sessions
+        self.node_id = cfg.forwarding.node_id or default_node_id()
+        settings = WorkerSettings.from_config(cfg)
+        self.workers = {
+            d.name: DestinationWorker(d, sessions, store, settings, self.node_id)
+            for d in self.destinations
+        }
+        self._started = False
+
+    def on_indexed(
+        self, session: Session, instance: Instance, entry: IndexEntry, result: PipelineResult
+    ) -> None:
+        """Ingest hook, inside the transaction that indexes the instance: queue its jobs,
+        and wake their workers once that transaction has committed."""
+        names = route(self.destinations, facts_from_entry(entry))
+        added = outbox.enqueue(session, instance.id, names)
+        if added:
+            event.listen(session, "after_commit", lambda _s: self.wake(added), once=True)
+
+    def wake(self, names: Iterable[str] | None = None) -> None:
+        for name in self.workers if names is None else names:
+            worker = self.workers.get(name)
+            if worker is not None:
+                worker.wake()
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        _config.STORE_SEND_CHUNKED_DATASET = True
+        for worker in self.workers.values():
+            worker.start()
+        if self.workers:
+            log.info(
+                "forwarding to %d destination(s) as %s: %s",
+                len(self.workers),
+                self.node_id,
+                ", ".join(self.workers),
+            )
+
+    def request_stop(self) -> None:
+        for worker in self.workers.values():
+            worker.request_stop()
+
+    def stop(self, grace_s: float) -> None:
+        """Let running C-STOREs finish within ``grace_s``, then abort; unsent jobs of a
+        claimed batch go back to ``pending`` (a job is never lost)."""
+        self.request_stop()
+        deadline = time.monotonic() + grace_s
+        for worker in self.workers.values():
+            worker.join(max(0.0, deadline - time.monotonic()))
+        for worker in self.workers.values():
+            if not worker.join(0):
+                worker.abort()
+        for worker in self.workers.values():
+            if not worker.join(5):
+                log.warning(
+                    "forward %s: worker still busy; its jobs return after the lease",
+                    worker.dest.name,
+                )
+
+    def gauges(self) -> dict[str, float]:
+        """Queue depth per destination and state, and the oldest undelivered job's age."""
+        with self.sessions() as session:
+            rows = outbox.summary(session, self.workers)
+        out: dict[str, float] = {}
+        for row in rows:
+            dest = _label(row["destination"])
+            for state, count in row["counts"].items():
+                out[f'spacing_scp_forward_jobs{{destination="{dest}",state="{state}"}}'] = count
+            age = row["oldest_pending_age_s"]
+            key = f'spacing_scp_forward_oldest_pending_age_seconds{{destination="{dest}"}}'
+            out[key] = float(age or 0.0)
+        return out
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

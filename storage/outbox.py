@@ -1,0 +1,547 @@
+"""The forwarding outbox: one :class:`~storage.models.ForwardJob` per instance and destination.
+
+States: ``pending`` (waits for ``next_attempt_at``), ``in_flight`` (claimed by one
+worker until ``lease_until``), ``done`` (the destination answered Success or a
+warning, PS3.4 B.2.3) and ``dead`` (given up; ``last_error`` says why).
+
+A job is claimed with one guarded ``UPDATE``: only rows that are still
+``pending`` and due, or ``in_flight`` with an expired lease, change hands, so two
+workers, in one process or in several sharing the database, never hold the same
+job.  On PostgreSQL the candidate rows are selected ``FOR UPDATE SKIP LOCKED``
+(concurrent claimers take different rows instead of waiting); SQLite has no row
+locks, but its write transactions (``BEGIN IMMEDIATE``, :func:`storage.db.write_session`)
+already run one at a time.  Every later change of a claimed job is guarded by
+``claimed_by`` and the ``in_flight`` state, so a worker that lost its lease cannot
+overwrite what the new holder did.
+
+All functions take a session inside the caller's transaction and do not commit.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, delete, exists, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from storage.models import ForwardJob, Instance, Series
+from storage.queries import decode_cursor, encode_cursor
+
+PENDING = "pending"
+IN_FLIGHT = "in_flight"
+DONE = "done"
+DEAD = "dead"
+STATES: tuple[str, ...] = (PENDING, IN_FLIGHT, DONE, DEAD)
+
+#: ``last_error`` is kept to this many characters.
+MAX_ERROR_CHARS = 2000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    aware = as_utc(value)
+    return None if aware is None else aware.isoformat()
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job a worker holds, with what it needs of its instance."""
+
+    id: int
+    instance_id: int
+    destination: str
+    attempts: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    path: str
+    original_path: str | None
+
+
+# -- creating -------------------------------------------------------------------------------
+
+
+def enqueue(
+    session: Session, instance_id: int, destinations: Iterable[str], now: datetime | None = None
+) -> list[str]:
+    """Queue the instance for each destination; return the destinations that got a new job.
+
+    A destination that already has a ``pending`` job for the instance keeps that one (a
+    resend does not queue the same instance twice); ``in_flight``, ``done`` and ``dead``
+    jobs are history, so a resend gets a new job next to them.
+    """
+    names = list(dict.fromkeys(destinations))
+    if not names:
+        return []
+    now = now or utcnow()
+    waiting = set(
+        session.scalars(
+            select(ForwardJob.destination).where(
+                ForwardJob.instance_id == instance_id,
+                ForwardJob.destination.in_(names),
+                ForwardJob.state == PENDING,
+            )
+        )
+    )
+    added = [name for name in names if name not in waiting]
+    session.add_all(
+        ForwardJob(
+            instance_id=instance_id,
+            destination=name,
+            state=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        for name in added
+    )
+    session.flush()
+    return added
+
+
+# -- claiming and settling ------------------------------------------------------------------
+
+
+def _due(now: datetime) -> Any:
+    return or_(
+        and_(ForwardJob.state == PENDING, ForwardJob.next_attempt_at <= now),
+        and_(ForwardJob.state == IN_FLIGHT, ForwardJob.lease_until < now),
+    )
+
+
+def claim(
+    session: Session,
+    destination: str,
+    node_id: str,
+    *,
+    limit: int,
+    lease_s: float,
+    now: datetime | None = None,
+) -> list[ClaimedJob]:
+    """Take up to ``limit`` due jobs of ``destination`` for ``node_id``, oldest due first.
+
+    Due: ``pending`` with ``next_attempt_at`` reached, or ``in_flight`` with an expired
+    lease (its worker died or hung: the job is taken over, its attempts unchanged).
+    """
+    now = now or utcnow()
+    candidates = session.scalars(
+        select(ForwardJob.id)
+        .where(ForwardJob.destination == destination, _due(now))
+        .order_by(ForwardJob.next_attempt_at, ForwardJob.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not candidates:
+        return []
+    reclaimed = "taken over after the lease of " + func.coalesce(ForwardJob.claimed_by, "?")
+    ids = session.scalars(
+        update(ForwardJob)
+        .where(ForwardJob.id.in_(candidates), _due(now))
+        .values(
+            state=IN_FLIGHT,
+            claimed_by=node_id,
+            lease_until=now + timedelta(seconds=lease_s),
+            updated_at=now,
+            last_error=case(
+                (ForwardJob.state == IN_FLIGHT, reclaimed + " expired"),
+                else_=ForwardJob.last_error,
+            ),
+        )
+        .returning(ForwardJob.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if not ids:
+        return []
+    rows = session.execute(
+        select(
+            ForwardJob.id,
+            ForwardJob.instance_id,
+            ForwardJob.destination,
+            ForwardJob.attempts,
+            Instance.sop_class_uid,
+            Instance.sop_instance_uid,
+            Instance.transfer_syntax_uid,
+            Instance.path,
+            Instance.original_path,
+        )
+        .join(Instance, ForwardJob.instance_id == Instance.id)
+        .where(ForwardJob.id.in_(ids))
+        .order_by(ForwardJob.next_attempt_at, ForwardJob.id)
+    ).all()
+    return [ClaimedJob(*row) for row in rows]
+
+
+def _held(job_ids: Sequence[int], node_id: str) -> Any:
+    return and_(
+        ForwardJob.id.in_(list(job_ids)),
+        ForwardJob.state == IN_FLIGHT,
+        ForwardJob.claimed_by == node_id,
+    )
+
+
+def renew(
+    session: Session,
+    job_ids: Sequence[int],
+    node_id: str,
+    lease_s: float,
+    now: datetime | None = None,
+) -> set[int]:
+    """Extend the lease of jobs ``node_id`` still holds; return their ids."""
+    if not job_ids:
+        return set()
+    now = now or utcnow()
+    return set(
+        session.scalars(
+            update(ForwardJob)
+            .where(_held(job_ids, node_id))
+            .values(lease_until=now + timedelta(seconds=lease_s), updated_at=now)
+            .returning(ForwardJob.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
+def complete(
+    session: Session, job_id: int, node_id: str, status: int, now: datetime | None = None
+) -> bool:
+    """The destination stored the instance (Success or warning): ``done``."""
+    now = now or utcnow()
+    result = session.execute(
+        update(ForwardJob)
+        .where(_held([job_id], node_id))
+        .values(
+            state=DONE,
+            attempts=ForwardJob.attempts + 1,
+            last_status=status,
+            lease_until=None,
+            done_at=now,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def backoff_s(
+    attempts: int, initial_s: float, max_s: float, rng: random.Random | None = None
+) -> float:
+    """Delay before attempt ``attempts + 1``: exponential, capped, with jitter.
+
+    ``initial * 2**(attempts-1)`` capped at ``max``, then drawn uniformly from its upper
+    half ("equal jitter"), so retries of many jobs spread out instead of arriving together.
+    """
+    base = min(max_s, initial_s * (2 ** max(0, attempts - 1)))
+    return base / 2 + (rng or random).uniform(0, base / 2)
+
+
+def _drop_pending_twins(session: Session, job_ids: Sequence[int]) -> None:
+    """Before jobs go back to ``pending``: drop other pending jobs of the same instance and
+    destination (a resend queued while they were in flight).  A job sends the instance's
+    current file, so one pending job per instance and destination is enough, and two
+    would deliver it twice."""
+    twin = aliased(ForwardJob)
+    session.execute(
+        delete(ForwardJob)
+        .where(
+            ForwardJob.state == PENDING,
+            ForwardJob.id.not_in(list(job_ids)),
+            exists().where(
+                twin.id.in_(list(job_ids)),
+                twin.instance_id == ForwardJob.instance_id,
+                twin.destination == ForwardJob.destination,
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def fail(
+    session: Session,
+    job_id: int,
+    node_id: str,
+    *,
+    error: str,
+    status: int | None = None,
+    max_attempts: int,
+    retry_initial_s: float,
+    retry_max_s: float,
+    rng: random.Random | None = None,
+    now: datetime | None = None,
+) -> str | None:
+    """An attempt failed: back to ``pending`` after a backoff, or ``dead`` once the
+    attempts reach ``max_attempts``.  Returns the new state (``None``: job not held)."""
+    now = now or utcnow()
+    job = session.get(ForwardJob, job_id, populate_existing=True)
+    if job is None or job.state != IN_FLIGHT or job.claimed_by != node_id:
+        return None
+    job.attempts += 1
+    job.last_status = status
+    job.last_error = error[:MAX_ERROR_CHARS]
+    job.lease_until = None
+    job.updated_at = now
+    if job.attempts >= max_attempts:
+        job.state = DEAD
+        job.last_error = f"gave up after {job.attempts} attempts: {error}"[:MAX_ERROR_CHARS]
+    else:
+        _drop_pending_twins(session, [job.id])
+        job.state = PENDING
+        delay = backoff_s(job.attempts, retry_initial_s, retry_max_s, rng)
+        job.next_attempt_at = now + timedelta(seconds=delay)
+    session.flush()
+    return job.state
+
+
+def bury(
+    session: Session,
+    job_id: int,
+    node_id: str,
+    reason: str,
+    status: int | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """The job can never succeed as configured (no presentation context): ``dead``."""
+    now = now or utcnow()
+    result = session.execute(
+        update(ForwardJob)
+        .where(_held([job_id], node_id))
+        .values(
+            state=DEAD,
+            attempts=ForwardJob.attempts + 1,
+            last_status=status,
+            last_error=reason[:MAX_ERROR_CHARS],
+            lease_until=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def release(
+    session: Session, job_ids: Sequence[int], node_id: str, now: datetime | None = None
+) -> int:
+    """Give held jobs back as ``pending`` and due, without counting an attempt (the node
+    is stopping, or the association ended before their turn)."""
+    if not job_ids:
+        return 0
+    now = now or utcnow()
+    _drop_pending_twins(session, job_ids)
+    result = session.execute(
+        update(ForwardJob)
+        .where(_held(job_ids, node_id))
+        .values(state=PENDING, lease_until=None, next_attempt_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+def next_due(session: Session, destination: str) -> datetime | None:
+    """When the next job of ``destination`` becomes claimable (``None``: no job waits)."""
+    pending = session.scalar(
+        select(func.min(ForwardJob.next_attempt_at)).where(
+            ForwardJob.destination == destination, ForwardJob.state == PENDING
+        )
+    )
+    lease = session.scalar(
+        select(func.min(ForwardJob.lease_until)).where(
+            ForwardJob.destination == destination, ForwardJob.state == IN_FLIGHT
+        )
+    )
+    times = [t for t in (as_utc(pending), as_utc(lease)) if t is not None]
+    return min(times) if times else None
+
+
+# -- operator actions -----------------------------------------------------------------------
+
+
+def retry(
+    session: Session,
+    *,
+    destination: str | None = None,
+    dead: bool = False,
+    now: datetime | None = None,
+) -> int:
+    """Make waiting jobs due now; with ``dead``, revive dead jobs (attempts from zero)."""
+    now = now or utcnow()
+    query = update(ForwardJob).execution_options(synchronize_session=False)
+    if destination:
+        query = query.where(ForwardJob.destination == destination)
+    if dead:
+        query = query.where(ForwardJob.state == DEAD).values(
+            state=PENDING, attempts=0, next_attempt_at=now, claimed_by=None, updated_at=now
+        )
+    else:
+        query = query.where(ForwardJob.state == PENDING, ForwardJob.next_attempt_at > now).values(
+            next_attempt_at=now, updated_at=now
+        )
+    return int(getattr(session.execute(query), "rowcount", 0))
+
+
+def requeue_series(
+    session: Session, series_instance_uid: str, destination: str, now: datetime | None = None
+) -> int | None:
+    """Queue every instance of a series for ``destination`` again (filters not applied).
+
+    Returns how many instances were queued (an instance with a pending job is made due
+    now instead), ``None`` if the series is unknown.
+    """
+    now = now or utcnow()
+    series_id = session.scalar(
+        select(Series.id).where(Series.series_instance_uid == series_instance_uid)
+    )
+    if series_id is None:
+        return None
+    ids = session.scalars(select(Instance.id).where(Instance.series_id == series_id)).all()
+    for instance_id in ids:
+        enqueue(session, instance_id, [destination], now)
+    if ids:
+        session.execute(
+            update(ForwardJob)
+            .where(
+                ForwardJob.instance_id.in_(ids),
+                ForwardJob.destination == destination,
+                ForwardJob.state == PENDING,
+            )
+            .values(next_attempt_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return len(ids)
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def summary(
+    session: Session, destinations: Iterable[str] = (), now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Per destination: jobs by state, the age of the oldest undelivered job, last error.
+
+    ``destinations`` (the configured ones) are listed even without jobs; destinations
+    that only the database knows (removed from the configuration) are listed too.
+    """
+    now = now or utcnow()
+    out: dict[str, dict[str, Any]] = {}
+
+    def entry(name: str) -> dict[str, Any]:
+        if name not in out:
+            out[name] = {
+                "destination": name,
+                "counts": dict.fromkeys(STATES, 0),
+                "oldest_pending_age_s": None,
+                "last_error": None,
+            }
+        return out[name]
+
+    for name in destinations:
+        entry(name)
+    for name, state, count in session.execute(
+        select(ForwardJob.destination, ForwardJob.state, func.count(ForwardJob.id)).group_by(
+            ForwardJob.destination, ForwardJob.state
+        )
+    ):
+        entry(name)["counts"][state] = int(count)
+    for name, oldest in session.execute(
+        select(ForwardJob.destination, func.min(ForwardJob.created_at))
+        .where(ForwardJob.state.in_((PENDING, IN_FLIGHT)))
+        .group_by(ForwardJob.destination)
+    ):
+        created = as_utc(oldest)
+        if created is not None:
+            entry(name)["oldest_pending_age_s"] = round(
+                max(0.0, (now - created).total_seconds()), 3
+            )
+    for name in list(out):
+        row = session.execute(
+            select(ForwardJob.id, ForwardJob.state, ForwardJob.last_error, ForwardJob.updated_at)
+            .where(ForwardJob.destination == name, ForwardJob.last_error.is_not(None))
+            .order_by(ForwardJob.updated_at.desc(), ForwardJob.id.desc())
+            .limit(1)
+        ).first()
+        if row is not None:
+            out[name]["last_error"] = {
+                "job_id": row[0],
+                "state": row[1],
+                "message": row[2],
+                "at": _iso(row[3]),
+            }
+    return [out[name] for name in sorted(out)]
+
+
+def depth(session: Session) -> dict[tuple[str, str], int]:
+    """Job counts by (destination, state), for the queue-depth gauges."""
+    return {
+        (name, state): int(count)
+        for name, state, count in session.execute(
+            select(ForwardJob.destination, ForwardJob.state, func.count(ForwardJob.id)).group_by(
+                ForwardJob.destination, ForwardJob.state
+            )
+        )
+    }
+
+
+def job_dict(job: ForwardJob, inst: Instance, series_uid: str) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "destination": job.destination,
+        "state": job.state,
+        "attempts": job.attempts,
+        "sop_instance_uid": inst.sop_instance_uid,
+        "series_instance_uid": series_uid,
+        "sop_class_uid": inst.sop_class_uid,
+        "transfer_syntax_uid": inst.transfer_syntax_uid,
+        "next_attempt_at": _iso(job.next_attempt_at),
+        "lease_until": _iso(job.lease_until),
+        "claimed_by": job.claimed_by,
+        "last_status": job.last_status,
+        "last_status_hex": None if job.last_status is None else f"0x{job.last_status:04X}",
+        "last_error": job.last_error,
+        "created_at": _iso(job.created_at),
+        "updated_at": _iso(job.updated_at),
+        "done_at": _iso(job.done_at),
+    }
+
+
+def list_jobs(
+    session: Session,
+    *,
+    state: str | None = None,
+    destination: str | None = None,
+    series_instance_uid: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Jobs, newest first, a keyset page (cursor on the job id) at a time."""
+    if state and state not in STATES:
+        raise ValueError(f"state must be one of {', '.join(STATES)}")
+    query = (
+        select(ForwardJob, Instance, Series.series_instance_uid)
+        .join(Instance, ForwardJob.instance_id == Instance.id)
+        .join(Series, Instance.series_id == Series.id)
+    )
+    if state:
+        query = query.where(ForwardJob.state == state)
+    if destination:
+        query = query.where(ForwardJob.destination == destination)
+    if series_instance_uid:
+        query = query.where(Series.series_instance_uid == series_instance_uid)
+    if cursor:
+        query = query.where(ForwardJob.id < decode_cursor(cursor))
+    rows = session.execute(query.order_by(ForwardJob.id.desc()).limit(limit + 1)).all()
+    page = rows[:limit]
+    items = [job_dict(job, inst, uid) for job, inst, uid in page]
+    return items, (encode_cursor(page[-1][0].id) if len(rows) > limit else None)
