@@ -51,6 +51,7 @@ def _setup_logging(level: str) -> None:
     )
     # pynetdicom logs every PDU at INFO; its own view adds nothing to ours.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 # -- serve -------------------------------------------------------------------------------------

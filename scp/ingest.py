@@ -30,8 +30,7 @@ from scp.series.geometry import DEFAULT_TOLERANCE, SliceGeometry, Tolerance, sli
 from storage.db import write_session
 from storage.filestore import FileStore
 from storage.header_codec import UnsupportedRewrite, encode_header
-from storage.index import ActionRow, FindingRow, IndexEntry, record_instance
-from storage.models import Instance
+from storage.index import ActionRow, FindingRow, IndexedInstance, IndexEntry, record_instance
 from storage.part10 import MalformedDataset, ReceivedFile, build_file_meta, read_received
 from storage.uids import InvalidUID, check_uid, normalize_uid
 
@@ -141,9 +140,9 @@ class Ingestor:
         self.tolerance = tolerance
         #: Called inside the transaction that indexes an instance (forwarding queues its
         #: jobs there, so an instance answered Success always has them).
-        self.on_indexed: Callable[[Session, Instance, IndexEntry, PipelineResult], None] | None = (
-            None
-        )
+        self.on_indexed: (
+            Callable[[Session, IndexedInstance, IndexEntry, PipelineResult], None] | None
+        ) = None
 
     def ingest(self, rcv: Received) -> Outcome:
         started = time.perf_counter()

@@ -8,16 +8,20 @@ Instance UID) replaced, with its findings and actions.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, Integer, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from scp.series.geometry import DEFAULT_TOLERANCE, SliceGeometry, Tolerance
 from storage.models import Instance, InstanceAction, InstanceFinding, Series, Study
-from storage.series_index import add_instance_geometry, lock_series
+from storage.series_index import fold_instance_geometry, slices_to_json
 
 
 @dataclass(frozen=True)
@@ -80,131 +84,283 @@ _SERIES_FIELDS = (
     "series_description",
 )
 
+# -- statements of the write path --------------------------------------------------------------
+#
+# Built once, at import: executed on the connection of the write transaction they hit
+# SQLAlchemy's compiled cache, and nothing goes through the ORM unit of work.
 
-def _ensure_row(session: Session, model: Any, key: str, value: str, values: dict[str, Any]) -> Any:
-    """Insert the row if missing (``ON CONFLICT DO NOTHING``), then load it.
+_STUDIES = cast(Table, Study.__table__)
+_SERIES = cast(Table, Series.__table__)
+_INSTANCES = cast(Table, Instance.__table__)
+_FINDINGS = cast(Table, InstanceFinding.__table__)
+_ACTIONS = cast(Table, InstanceAction.__table__)
 
-    Two associations (or two nodes on one PostgreSQL) creating the same study or series at
-    once do not fail each other: the loser of the race reads the winner's row.
+#: Instance columns the entry's ``instance`` mapping may set (the others are set from the
+#: entry's own fields, or are bookkeeping).
+_INSTANCE_HEADER_COLUMNS: tuple[str, ...] = tuple(
+    c.name
+    for c in _INSTANCES.columns
+    if c.name not in {"id", "sop_instance_uid", "series_id", "receive_count", "verdict", "geometry"}
+)
+_INSTANCE_HEADER_SET = frozenset(_INSTANCE_HEADER_COLUMNS)
+
+
+def _refresh(table: Table, key: str, fields: Sequence[str], stamp: str, *returning: str) -> Any:
+    """``UPDATE table SET stamp = :at, field = COALESCE(:new_field, field)... WHERE key =
+    :uid RETURNING ...``: the fields the entry knows replace the stored ones, the others
+    stay (on PostgreSQL the row stays locked until the transaction ends)."""
+    return (
+        update(table)
+        .where(table.c[key] == bindparam("uid"))
+        .values(
+            {
+                stamp: bindparam("at", type_=table.c[stamp].type),
+                **{
+                    name: func.coalesce(
+                        bindparam(f"new_{name}", type_=table.c[name].type), table.c[name]
+                    )
+                    for name in fields
+                },
+            }
+        )
+        .returning(*(table.c[name] for name in returning))
+    )
+
+
+def _insert_new(table: Table, key: str) -> dict[str, Any]:
+    """``INSERT ... ON CONFLICT (key) DO NOTHING RETURNING id``, by dialect name: no row
+    comes back when the key exists already (or a concurrent transaction just created it)."""
+    return {
+        name: dialect_insert(table)
+        .on_conflict_do_nothing(index_elements=[table.c[key]])
+        .returning(table.c.id)
+        for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+    }
+
+
+_STUDY_UPDATE = _refresh(_STUDIES, "study_instance_uid", _STUDY_FIELDS, "updated_at", "id")
+_STUDY_INSERT = _insert_new(_STUDIES, "study_instance_uid")
+_SERIES_UPDATE = _refresh(
+    _SERIES, "series_instance_uid", _SERIES_FIELDS, "last_received_at", "id", "geometry_state"
+)
+_SERIES_INSERT = _insert_new(_SERIES, "series_instance_uid")
+#: The end of an instance's transaction for its series: new geometry, counts moved.
+_SERIES_FINISH = (
+    update(_SERIES)
+    .where(_SERIES.c.id == bindparam("series_id"))
+    .values(
+        geometry_state=bindparam("new_geometry_state", type_=_SERIES.c.geometry_state.type),
+        finding_codes=bindparam("new_finding_codes", type_=_SERIES.c.finding_codes.type),
+        instance_count=_SERIES.c.instance_count + bindparam("count_delta", type_=Integer),
+        corrected_instances=_SERIES.c.corrected_instances
+        + bindparam("corrected_delta", type_=Integer),
+    )
+)
+# Rows about to be updated are locked as an UPDATE locks them (PostgreSQL: FOR NO KEY UPDATE).
+#: Another series losing an instance (a resend moved it) is locked before it is rebuilt.
+_SERIES_LOCK = (
+    select(_SERIES.c.id)
+    .where(_SERIES.c.id == bindparam("series_id"))
+    .with_for_update(key_share=True)
+)
+_INSTANCE_INSERT = _insert_new(_INSTANCES, "sop_instance_uid")
+_INSTANCE_OF_UID = (
+    select(
+        _INSTANCES.c.id,
+        _INSTANCES.c.series_id,
+        _INSTANCES.c.original_path,
+        _INSTANCES.c.geometry,
+    )
+    .where(_INSTANCES.c.sop_instance_uid == bindparam("uid"))
+    .with_for_update(key_share=True)
+)
+#: Executed with the new column values as further parameters (they become the SET clause).
+_INSTANCE_REPLACE = (
+    update(_INSTANCES)
+    .where(_INSTANCES.c.id == bindparam("instance_key"))
+    .values(receive_count=func.coalesce(_INSTANCES.c.receive_count, 1) + 1)
+)
+_FINDINGS_INSERT = insert(_FINDINGS)
+_FINDINGS_DELETE = delete(_FINDINGS).where(_FINDINGS.c.instance_id == bindparam("instance_key"))
+_ACTIONS_INSERT = insert(_ACTIONS)
+_ACTIONS_DELETE = delete(_ACTIONS).where(_ACTIONS.c.instance_id == bindparam("instance_key"))
+
+
+@dataclass(frozen=True)
+class IndexedInstance:
+    """The instance row :func:`record_instance` wrote."""
+
+    id: int
+    series_id: int
+    #: The SOP Instance UID was indexed already: its row was replaced.
+    resend: bool
+
+
+def _study_id(conn: Connection, entry: IndexEntry) -> int:
+    """Update the study (created if missing); its id."""
+    at = entry.received_at
+    changes = {"uid": entry.study_instance_uid, "at": at}
+    changes.update({f"new_{name}": entry.study.get(name) for name in _STUDY_FIELDS})
+    study_id = conn.execute(_STUDY_UPDATE, changes).scalar()
+    if study_id is None:
+        row = {"study_instance_uid": entry.study_instance_uid, "created_at": at, "updated_at": at}
+        row.update({name: entry.study.get(name) for name in _STUDY_FIELDS})
+        study_id = conn.execute(_STUDY_INSERT[conn.dialect.name], row).scalar()
+    if study_id is None:  # created by a concurrent transaction meanwhile
+        study_id = conn.execute(_STUDY_UPDATE, changes).scalar_one()
+    return int(study_id)
+
+
+def _series_row(conn: Connection, entry: IndexEntry, study_id: int) -> tuple[int, str | None]:
+    """Update the series (created if missing) and lock it; its id and geometry state.
+
+    Two associations, or two nodes on one PostgreSQL, indexing into one series wait for
+    each other here: the ``UPDATE`` holds the row lock until the transaction ends (SQLite:
+    the write transaction holds the database lock already).
     """
-    column = getattr(model, key)
-    row = session.scalar(select(model).where(column == value))
-    if row is not None:
-        return row
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
-    session.execute(
-        dialect_insert(model)
-        .values({key: value, **values})
-        .on_conflict_do_nothing(index_elements=[key])
-    )
-    return session.scalar(select(model).where(column == value))
-
-
-def _get_or_create_study(session: Session, entry: IndexEntry) -> Study:
-    study: Study = _ensure_row(
-        session,
-        Study,
-        "study_instance_uid",
-        entry.study_instance_uid,
-        {"created_at": entry.received_at, "updated_at": entry.received_at},
-    )
-    for name in _STUDY_FIELDS:
-        value = entry.study.get(name)
-        if value is not None:
-            setattr(study, name, value)
-    study.updated_at = entry.received_at
-    return study
-
-
-def _get_or_create_series(session: Session, entry: IndexEntry, study: Study) -> Series:
-    series: Series = _ensure_row(
-        session,
-        Series,
-        "series_instance_uid",
-        entry.series_instance_uid,
-        {
-            "study_id": study.id,
+    at = entry.received_at
+    changes = {"uid": entry.series_instance_uid, "at": at}
+    changes.update({f"new_{name}": entry.series.get(name) for name in _SERIES_FIELDS})
+    row = conn.execute(_SERIES_UPDATE, changes).first()
+    if row is None:
+        new = {
+            "series_instance_uid": entry.series_instance_uid,
+            "study_id": study_id,
             "instance_count": 0,
             "corrected_instances": 0,
             "finding_codes": "",
-            "created_at": entry.received_at,
-            "last_received_at": entry.received_at,
-        },
+            "created_at": at,
+            "last_received_at": at,
+        }
+        new.update({name: entry.series.get(name) for name in _SERIES_FIELDS})
+        series_id = conn.execute(_SERIES_INSERT[conn.dialect.name], new).scalar()
+        if series_id is not None:
+            return int(series_id), None
+        row = conn.execute(_SERIES_UPDATE, changes).one()  # a concurrent transaction's
+    return int(row.id), row.geometry_state
+
+
+def _instance_values(entry: IndexEntry, series_id: int) -> dict[str, Any]:
+    """The instance columns the entry sets."""
+    values: dict[str, Any] = {
+        "series_id": series_id,
+        "sop_class_uid": entry.sop_class_uid,
+        "transfer_syntax_uid": entry.transfer_syntax_uid,
+        "path": entry.path,
+        "original_path": entry.original_path,
+        "size_bytes": entry.size_bytes,
+        "calling_ae_title": entry.calling_ae_title,
+        "called_ae_title": entry.called_ae_title,
+        "peer_address": entry.peer_address,
+        "received_at": entry.received_at,
+        "status": entry.status,
+    }
+    values.update(
+        (name, value) for name, value in entry.instance.items() if name in _INSTANCE_HEADER_SET
     )
-    lock_series(session, series)
-    for name in _SERIES_FIELDS:
-        value = entry.series.get(name)
-        if value is not None:
-            setattr(series, name, value)
-    series.last_received_at = entry.received_at
-    return series
+    values["verdict"] = entry.instance.get("verdict") or "ok"
+    values["geometry"] = slices_to_json(entry.slices) if entry.slices else None
+    return values
+
+
+def _same_json(stored: Any, new: Any) -> bool:
+    """Whether a JSON column value equals a value about to be written (after a round trip)."""
+    return bool(json.loads(json.dumps(new)) == stored)
 
 
 def record_instance(
     session: Session, entry: IndexEntry, tolerance: Tolerance = DEFAULT_TOLERANCE
-) -> tuple[Instance, bool]:
-    """Insert or replace the instance, update its series geometry; return it and whether
-    it was a resend."""
-    study = _get_or_create_study(session, entry)
-    series = _get_or_create_series(session, entry, study)
-    session.flush()
-    instance = session.scalar(
-        select(Instance).where(Instance.sop_instance_uid == entry.sop_instance_uid)
-    )
-    resend = instance is not None
-    if instance is None:
-        instance = Instance(sop_instance_uid=entry.sop_instance_uid, receive_count=1)
-        session.add(instance)
+) -> tuple[IndexedInstance, bool]:
+    """Insert or replace the instance, update its study, series and series geometry; return
+    the instance row and whether it was a resend.
+
+    Runs in the caller's write transaction (:func:`storage.db.write_session`), on its
+    connection, without the ORM: objects the session holds are not refreshed.  A resend (the
+    SOP Instance UID is indexed already) replaces the row's values, findings and actions,
+    counts one more reception, moves the instance (and its counts) to the entry's series if
+    that changed, and rebuilds the geometry of the series concerned.
+    """
+    session.flush()  # pending ORM changes first: the statements below bypass the session
+    conn = session.connection()
+    study_id = _study_id(conn, entry)
+    series_id, geometry_state = _series_row(conn, entry, study_id)
+    values = _instance_values(entry, series_id)
+    insert_row = dict.fromkeys(_INSTANCE_HEADER_COLUMNS)
+    insert_row.update(values, sop_instance_uid=entry.sop_instance_uid, receive_count=1)
+    new_id = conn.execute(_INSTANCE_INSERT[conn.dialect.name], insert_row).scalar()
+    resend = new_id is None
+    same_geometry = False
+    # series id -> (instance count, corrected instances) to add
+    deltas = {series_id: [1, int(entry.original_path is not None)]}
+    if new_id is not None:
+        instance_id = int(new_id)
     else:
-        instance.receive_count = (instance.receive_count or 1) + 1
-        instance.findings.clear()
-        instance.actions.clear()
-    old_series = instance.series if resend else None
-    was_corrected = resend and instance.original_path is not None
-    instance.series = series
-    instance.sop_class_uid = entry.sop_class_uid
-    instance.transfer_syntax_uid = entry.transfer_syntax_uid
-    instance.path = entry.path
-    instance.original_path = entry.original_path
-    instance.size_bytes = entry.size_bytes
-    instance.calling_ae_title = entry.calling_ae_title
-    instance.called_ae_title = entry.called_ae_title
-    instance.peer_address = entry.peer_address
-    instance.received_at = entry.received_at
-    instance.status = entry.status
-    instance.verdict = entry.instance.get("verdict") or "ok"
-    for name, value in entry.instance.items():
-        if name != "verdict":
-            setattr(instance, name, value)
-    instance.findings.extend(
-        InstanceFinding(code=f.code, severity=f.severity, message=f.message, rule=f.rule, tag=f.tag)
-        for f in entry.findings
-    )
-    instance.actions.extend(
-        InstanceAction(
-            code=a.code, reason=a.reason, attribute=a.attribute, path=a.path, old=a.old, new=a.new
+        old = conn.execute(_INSTANCE_OF_UID, {"uid": entry.sop_instance_uid}).one()
+        instance_id = int(old.id)
+        if old.series_id != series_id:
+            conn.execute(_SERIES_LOCK, {"series_id": old.series_id})
+        # A modality resending a whole study must not cost a rebuild per instance (that
+        # would grow with the square of the series): unchanged geometry changes nothing.
+        same_geometry = old.series_id == series_id and _same_json(old.geometry, values["geometry"])
+        old_counts = deltas.setdefault(int(old.series_id), [0, 0])
+        old_counts[0] -= 1
+        old_counts[1] -= int(old.original_path is not None)
+        conn.execute(_INSTANCE_REPLACE, {"instance_key": instance_id, **values})
+        conn.execute(_FINDINGS_DELETE, {"instance_key": instance_id})
+        conn.execute(_ACTIONS_DELETE, {"instance_key": instance_id})
+    if entry.findings:
+        conn.execute(
+            _FINDINGS_INSERT,
+            [
+                {
+                    "instance_id": instance_id,
+                    "code": f.code,
+                    "severity": f.severity,
+                    "message": f.message,
+                    "rule": f.rule,
+                    "tag": f.tag,
+                }
+                for f in entry.findings
+            ],
         )
-        for a in entry.actions
-    )
-    # Counts are kept incrementally: no work that grows with the series size.
-    if old_series is not None:
-        old_series.instance_count -= 1
-        old_series.corrected_instances -= int(was_corrected)
-    series.instance_count = (series.instance_count or 0) + 1
-    series.corrected_instances = (series.corrected_instances or 0) + int(
-        entry.original_path is not None
-    )
-    session.flush()
-    add_instance_geometry(
-        session, series, instance, entry.slices, resend=resend, tolerance=tolerance
-    )
-    if resend and old_series is not None and old_series is not series:
-        add_instance_geometry(session, old_series, instance, [], resend=True, tolerance=tolerance)
-    return instance, resend
+    if entry.actions:
+        conn.execute(
+            _ACTIONS_INSERT,
+            [
+                {
+                    "instance_id": instance_id,
+                    "code": a.code,
+                    "reason": a.reason,
+                    "attribute": a.attribute,
+                    "path": a.path,
+                    "old": a.old,
+                    "new": a.new,
+                }
+                for a in entry.actions
+            ],
+        )
+    for target, (count_delta, corrected_delta) in deltas.items():
+        mine = target == series_id
+        state, codes = fold_instance_geometry(
+            conn,
+            target,
+            geometry_state if mine else None,
+            instance_id,
+            entry.slices if mine and not same_geometry else (),
+            resend=resend and not same_geometry,
+            tolerance=tolerance,
+        )
+        conn.execute(
+            _SERIES_FINISH,
+            {
+                "series_id": target,
+                "new_geometry_state": state,
+                "new_finding_codes": codes,
+                "count_delta": count_delta,
+                "corrected_delta": corrected_delta,
+            },
+        )
+    return IndexedInstance(instance_id, series_id, resend), resend
 
 
 # -- reading ---------------------------------------------------------------------------------

@@ -23,9 +23,21 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, case, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 
 from storage.models import ForwardJob, Instance, Series
@@ -75,42 +87,70 @@ class ClaimedJob:
 # -- creating -------------------------------------------------------------------------------
 
 
+_JOBS = cast(Table, ForwardJob.__table__)
+#: The instance's live jobs, locked: see :func:`enqueue`.
+_LIVE_JOBS = (
+    select(_JOBS.c.destination, _JOBS.c.state)
+    .where(
+        _JOBS.c.instance_id == bindparam("instance_id"),
+        _JOBS.c.destination.in_(bindparam("names", expanding=True)),
+        _JOBS.c.state.in_((PENDING, IN_FLIGHT)),
+    )
+    .with_for_update()
+)
+_JOB_INSERT = insert(_JOBS)
+
+
 def enqueue(
-    session: Session, instance_id: int, destinations: Iterable[str], now: datetime | None = None
+    session: Session,
+    instance_id: int,
+    destinations: Iterable[str],
+    now: datetime | None = None,
+    *,
+    new_instance: bool = False,
 ) -> list[str]:
     """Queue the instance for each destination; return the destinations that got a new job.
 
     A destination that already has a ``pending`` job for the instance keeps that one (a
     resend does not queue the same instance twice); ``in_flight``, ``done`` and ``dead``
-    jobs are history, so a resend gets a new job next to them.
+    jobs are history, so a resend gets a new job next to them.  ``new_instance``: the
+    instance row was inserted by this transaction, so it has no job yet and the look-up
+    is skipped (the ingest path, once per instance).
+
+    The look-up locks the instance's ``pending`` and ``in_flight`` jobs (PostgreSQL), as
+    :func:`fail` and :func:`release` lock a job before they drop its pending twins: a
+    worker putting an in-flight job back to ``pending`` at the same moment either did so
+    before (the job is seen pending here: no new one) or sees the new job once this
+    transaction has committed (and drops it), so one pending job per instance and
+    destination remains.
     """
     names = list(dict.fromkeys(destinations))
     if not names:
         return []
     now = now or utcnow()
-    waiting = set(
-        session.scalars(
-            select(ForwardJob.destination).where(
-                ForwardJob.instance_id == instance_id,
-                ForwardJob.destination.in_(names),
-                ForwardJob.state == PENDING,
-            )
+    session.flush()  # pending ORM changes first: the statements below bypass the session
+    conn = session.connection()
+    added = names
+    if not new_instance:
+        live = conn.execute(_LIVE_JOBS, {"instance_id": instance_id, "names": names})
+        waiting = {name for name, state in live if state == PENDING}
+        added = [name for name in names if name not in waiting]
+    if added:
+        conn.execute(
+            _JOB_INSERT,
+            [
+                {
+                    "instance_id": instance_id,
+                    "destination": name,
+                    "state": PENDING,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for name in added
+            ],
         )
-    )
-    added = [name for name in names if name not in waiting]
-    session.add_all(
-        ForwardJob(
-            instance_id=instance_id,
-            destination=name,
-            state=PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
-        )
-        for name in added
-    )
-    session.flush()
     return added
 
 
@@ -286,7 +326,8 @@ def fail(
     """An attempt failed: back to ``pending`` after a backoff, or ``dead`` once the
     attempts reach ``max_attempts``.  Returns the new state (``None``: job not held)."""
     now = now or utcnow()
-    job = session.get(ForwardJob, job_id, populate_existing=True)
+    # Locked first (see enqueue): a resend queued meanwhile is committed, and dropped below.
+    job = session.get(ForwardJob, job_id, populate_existing=True, with_for_update=True)
     if job is None or job.state != IN_FLIGHT or job.claimed_by != node_id:
         return None
     job.attempts += 1
@@ -340,13 +381,14 @@ def release(
     if not job_ids:
         return 0
     now = now or utcnow()
-    _drop_pending_twins(session, job_ids)
+    # The jobs first (it locks them, see enqueue), then their twins.
     result = session.execute(
         update(ForwardJob)
         .where(_held(job_ids, node_id))
         .values(state=PENDING, lease_until=None, next_attempt_at=now, updated_at=now)
         .execution_options(synchronize_session=False)
     )
+    _drop_pending_twins(session, job_ids)
     return int(getattr(result, "rowcount", 0))
 
 

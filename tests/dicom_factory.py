@@ -91,7 +91,9 @@ def write_ct(path: Path, **kwargs: Any) -> Path:
     return write(ct_dataset(**kwargs), path)
 
 
-def write_large_multiframe(path: Path, megabytes: int, frame_side: int = 1024) -> Path:
+def write_large_multiframe(
+    path: Path, megabytes: int, frame_side: int = 1024, pixel_spacing: str = "0.5\\0.5"
+) -> Path:
     """A native multi-frame instance of about ``megabytes`` MB, written without holding it.
 
     The header is written by pydicom; the Pixel Data (7FE0,0010) element is appended
@@ -99,9 +101,12 @@ def write_large_multiframe(path: Path, megabytes: int, frame_side: int = 1024) -
     """
     frame_bytes = frame_side * frame_side * 2
     frames = max(1, megabytes * 1024 * 1024 // frame_bytes)
-    ds = ct_dataset(
-        rows=frame_side, columns=frame_side, sop_class="1.2.840.10008.5.1.4.1.1.7.3"
-    )  # Multi-frame Grayscale Word SC
+    ds = ct_dataset(  # Multi-frame Grayscale Word SC
+        rows=frame_side,
+        columns=frame_side,
+        sop_class="1.2.840.10008.5.1.4.1.1.7.3",
+        pixel_spacing=pixel_spacing,
+    )
     del ds.PixelData
     ds.NumberOfFrames = frames
     write(ds, path)

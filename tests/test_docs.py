@@ -37,8 +37,9 @@ def test_every_status_code_is_documented(name: str) -> None:
 
 
 def _keys() -> list[tuple[str, str]]:
-    keys = [(section, f.name) for section, cls in _SECTIONS.items()
-            for f in dataclasses.fields(cls)]
+    keys = [
+        (section, f.name) for section, cls in _SECTIONS.items() for f in dataclasses.fields(cls)
+    ]
     keys += [("destinations", f.name) for f in dataclasses.fields(Destination)]
     return keys
 

@@ -152,6 +152,46 @@ def test_enqueue_does_not_duplicate_a_pending_job(sessions: sessionmaker[Session
         assert [(r.id, r.state) for r in rows] == [(jobs[0].id, "pending")]
 
 
+@pytest.mark.parametrize("settle", ["fail", "release"])
+@pytest.mark.parametrize("first", ["resend", "worker"])
+def test_a_resend_racing_its_job_back_to_pending_leaves_one_pending_job(
+    sessions: sessionmaker[Session], settle: str, first: str
+) -> None:
+    """A resend queues the instance while a worker puts its in-flight job back to pending,
+    in two transactions at once (either one first): one pending job remains, not two."""
+    [inst] = _instances(sessions, 1)
+    with write_session(sessions) as session:
+        [job] = outbox.claim(session, "pacs", "n1", limit=5, lease_s=60)
+
+    def resend(session: Session) -> None:
+        outbox.enqueue(session, inst, ["pacs"])
+
+    def back_to_pending(session: Session) -> None:
+        if settle == "fail":
+            outbox.fail(
+                session, job.id, "n1", error="x", max_attempts=5, retry_initial_s=1, retry_max_s=1
+            )
+        else:
+            outbox.release(session, [job.id], "n1")
+
+    steps = [resend, back_to_pending] if first == "resend" else [back_to_pending, resend]
+
+    def second() -> None:
+        with write_session(sessions) as session:
+            steps[1](session)
+
+    with write_session(sessions) as session:
+        steps[0](session)
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive()  # waits for the first transaction (row or database lock)
+    thread.join(30)
+    with sessions() as session:
+        states = session.scalars(select(ForwardJob.state).where(ForwardJob.instance_id == inst))
+        assert list(states) == ["pending"]
+
+
 def test_concurrent_claims_never_share_a_job(database_url: str) -> None:
     """Two "processes" (engines) with several threads each claim the same queue
     (SQLite: serialized write transactions; PostgreSQL: FOR UPDATE SKIP LOCKED)."""

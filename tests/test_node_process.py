@@ -93,3 +93,27 @@ def test_large_multiframe_peak_rss(node_process: Any, tmp_path: Path) -> None:
     peak_kb = node.rss_kb("VmHWM")
     assert (peak_kb - idle_kb) < 150 * 1024, f"idle {idle_kb} kB, peak {peak_kb} kB"
     assert node.stop() == 0
+
+
+def test_swap_rewrite_of_a_large_instance_keeps_memory_flat(
+    node_process: Any, tmp_path: Path
+) -> None:
+    """Issue 3 item 8: applying edits streams the pixel data (new header + copied bytes)."""
+    config = tmp_path / "swap.toml"
+    config.write_text(
+        '[[swap_rules]]\nname = "ACME writes column spacing first"\n'
+        '[swap_rules.match]\nManufacturer = "ACME"\n'
+    )
+    src = write_large_multiframe(tmp_path / "big.dcm", megabytes=300, pixel_spacing="0.7\\0.5")
+    node = node_process(data_dir=tmp_path / "data", config=config)
+    time.sleep(0.5)
+    idle_kb = node.rss_kb("VmRSS")
+    [res] = send_files(node.port, [src])
+    assert res.status == status.WARNING_COERCION_OF_DATA_ELEMENTS
+    peak_kb = node.rss_kb("VmHWM")
+    assert (peak_kb - idle_kb) < 150 * 1024, f"idle {idle_kb} kB, peak {peak_kb} kB"
+    assert node.stop() == 0
+    [stored] = list((tmp_path / "data" / "instances").rglob("*.dcm"))
+    [original] = list((tmp_path / "data" / "originals").rglob("*.dcm"))
+    assert stored.stat().st_size > 300 * 1024 * 1024
+    assert original.stat().st_size > 300 * 1024 * 1024

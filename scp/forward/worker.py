@@ -56,7 +56,7 @@ from scp.pipeline.model import PipelineResult
 from storage import outbox
 from storage.db import write_session
 from storage.filestore import FileStore
-from storage.index import IndexEntry
+from storage.index import IndexedInstance, IndexEntry
 from storage.models import Instance
 
 log = logging.getLogger("spacing_scp.forward")
@@ -269,6 +269,10 @@ class DestinationWorker:
             for assoc in list(ae.active_associations):
                 log.warning("forward %s: aborting the association (stopping)", self.dest.name)
                 assoc.abort()
+                # A C-STORE waiting for its response is not woken by a local abort (pynetdicom
+                # only does so when the peer aborts or the ARTIM timer expires): it would wait
+                # out the DIMSE timeout.  Hand it "no response", as pynetdicom's own aborts do.
+                assoc.dimse.msg_queue.put((None, None))
 
     # -- loop ------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -592,12 +596,16 @@ class Forwarder:
         self._started = False
 
     def on_indexed(
-        self, session: Session, instance: Instance, entry: IndexEntry, result: PipelineResult
+        self,
+        session: Session,
+        instance: IndexedInstance,
+        entry: IndexEntry,
+        result: PipelineResult,
     ) -> None:
         """Ingest hook, inside the transaction that indexes the instance: queue its jobs,
         and wake their workers once that transaction has committed."""
         names = route(self.destinations, facts_from_entry(entry))
-        added = outbox.enqueue(session, instance.id, names)
+        added = outbox.enqueue(session, instance.id, names, new_instance=not instance.resend)
         if added:
             event.listen(session, "after_commit", lambda _s: self.wake(added), once=True)
 
