@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from scp.series.geometry import DEFAULT_TOLERANCE, Tolerance
@@ -88,15 +88,16 @@ class IndexQueries:
         if modality:
             query = query.where(Series.modality == modality)
         if code:
+            # Series codes (geometry, recomputed per instance) or any instance's finding;
+            # the instance side is one uncorrelated look-up on ix_instance_findings_code.
+            with_instance_finding = (
+                select(Instance.series_id)
+                .join(InstanceFinding, InstanceFinding.instance_id == Instance.id)
+                .where(InstanceFinding.code == code)
+            )
             query = query.where(
                 Series.finding_codes.contains(f",{code},")
-                | exists().where(
-                    and_(
-                        InstanceFinding.code == code,
-                        InstanceFinding.instance_id == Instance.id,
-                        Instance.series_id == Series.id,
-                    )
-                )
+                | Series.id.in_(with_instance_finding)
             )
         if state:
             if state not in STATES:
