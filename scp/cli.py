@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Sequence
@@ -60,21 +61,57 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(cfg.logging.level)
     from scp.node import Node
 
-    node = Node(cfg)
+    worker = int(getattr(args, "worker", 0) or 0)
+    node = Node(cfg, worker=worker)
     node.start()
+    children = [] if worker else _start_workers(cfg.node.processes)
     stop = threading.Event()
+    log = logging.getLogger("spacing_scp.node")
 
     def _on_signal(signum: int, _frame: Any) -> None:
-        logging.getLogger("spacing_scp.node").info(
-            "%s received: stopping", signal.Signals(signum).name
-        )
+        log.info("%s received: stopping", signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    stop.wait()
+    while not stop.wait(1.0):
+        for child in children:
+            if child.poll() is not None:
+                log.error("receiving process %d exited with %s", child.pid, child.returncode)
+                children.remove(child)
+                break
+    for child in children:
+        child.send_signal(signal.SIGTERM)
     node.stop()
-    return EXIT_OK
+    code = EXIT_OK
+    for child in children:
+        try:
+            if child.wait(timeout=cfg.node.shutdown_grace_s + 15) != 0:
+                code = EXIT_PROBLEM
+        except subprocess.TimeoutExpired:
+            child.kill()
+            code = EXIT_PROBLEM
+    return code
+
+
+def _start_workers(processes: int) -> list[subprocess.Popen[bytes]]:
+    """The extra receiving processes of ``[node] processes``: the same command line, marked
+    ``--worker N``; they share the DICOM port (SO_REUSEPORT), the index and the store."""
+    argv = [sys.executable, "-m", "scp", *sys.argv[1:]]
+    return [
+        subprocess.Popen([*argv, "--worker", str(i)], preexec_fn=_die_with_parent)
+        for i in range(1, processes)
+    ]
+
+
+def _die_with_parent() -> None:
+    """In a receiving process: get SIGTERM when the first process dies (Linux prctl)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 # -- echo --------------------------------------------------------------------------------------
@@ -355,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--ae-title", help="the node's AE title (default SPACING_SCP)")
     p.add_argument("--http-port", type=int, help="HTTP API port (default 8080)")
+    p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("echo", help="C-ECHO a node (health check)")

@@ -44,6 +44,9 @@ class NodeConfig:
     max_instance_bytes: int = 0
     #: Seconds running associations get to finish after SIGTERM/SIGINT.
     shutdown_grace_s: float = 30.0
+    #: Receiving processes sharing the DICOM port (SO_REUSEPORT); the first also serves
+    #: the HTTP API and the forwarding workers. 1: one process.
+    processes: int = 1
 
 
 @dataclass
@@ -399,6 +402,10 @@ def _validate(cfg: Config) -> None:
     for key in ("acse_timeout", "dimse_timeout", "network_timeout", "shutdown_grace_s"):
         if getattr(cfg.node, key) <= 0:
             raise ConfigError(f"node.{key}: must be greater than 0")
+    if not 1 <= cfg.node.processes <= 64:
+        raise ConfigError("node.processes: 1 to 64")
+    if cfg.node.processes > 1 and cfg.node.port == 0:
+        raise ConfigError("node.processes: several processes need a fixed node.port")
     if cfg.node.max_associations < 1:
         raise ConfigError("node.max_associations: at least 1")
     if cfg.node.max_instance_bytes < 0:

@@ -54,22 +54,6 @@ def _peer(assoc: Any) -> str:
     return f"{info.address}:{info.port}"
 
 
-#: Seconds pynetdicom's DUL reactor sleeps when it finds nothing to do, once an association
-#: is storing.  pynetdicom polls (``DULServiceProvider.run_reactor``) with a default of
-#: 1 ms, which it documents as the knob that trades idle CPU for latency; during a
-#: transfer every message waits up to that long.  Measured with dcmtk storescu and 3000
-#: small instances on 2 cores: 312 inst/s at 1 ms, 482 inst/s at 0.1 ms for a minimal
-#: pynetdicom receiver.  Idle associations (before their first C-STORE) keep the default.
-STORING_LOOP_DELAY_S = 0.0001
-
-
-def busy_polling(assoc: Any) -> None:
-    """Shorten the DUL reactor's idle sleep for an association that is transferring."""
-    dul = getattr(assoc, "dul", None)
-    if dul is not None and getattr(dul, "_run_loop_delay", None) != STORING_LOOP_DELAY_S:
-        dul._run_loop_delay = STORING_LOOP_DELAY_S
-
-
 class Handlers:
     """Binds one :class:`Ingestor` to pynetdicom events."""
 
@@ -116,7 +100,6 @@ class Handlers:
 
     def on_store(self, event: Any) -> Dataset:
         assoc = event.assoc
-        busy_polling(assoc)
         req = event.request
         rcv = Received(
             path=Path(event.dataset_path),

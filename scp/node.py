@@ -102,18 +102,21 @@ def build_ae(cfg: Config) -> AE:
     return ae
 
 
-def store_tmp_name(cfg: Config) -> str:
-    """This node's receive folder under ``tmp/``: host and port name a node uniquely."""
+def store_tmp_name(cfg: Config, worker: int = 0) -> str:
+    """This process's receive folder under ``tmp/``: host, port and process index name it."""
     host = "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname())
-    return f"{host}-{cfg.node.port}"
+    return f"{host}-{cfg.node.port}" + (f"-{worker}" if worker else "")
 
 
 class Node:
     """Everything one ``spacing-scp serve`` process runs."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, worker: int = 0) -> None:
+        """``worker`` > 0: an extra receiving process of ``[node] processes`` (no HTTP API,
+        no forwarding workers: the first process runs those)."""
         self.cfg = cfg
-        self.store = FileStore(cfg.data_dir, tmp_name=store_tmp_name(cfg))
+        self.worker = worker
+        self.store = FileStore(cfg.data_dir, tmp_name=store_tmp_name(cfg, worker))
         self.engine: Engine = make_engine(cfg.database_url)
         ensure_schema(self.engine)
         self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
@@ -157,7 +160,7 @@ class Node:
             "effective configuration (%s): %s", self.cfg.source, json.dumps(self.cfg.effective())
         )
         self.server = self._start_listener(self.ae)
-        if self.cfg.http.enabled:
+        if self.cfg.http.enabled and not self.worker:
             router = build_router(
                 self.sessions, self.queries, self.cfg.node.ae_title, self.forwarder.gauges
             )
@@ -174,7 +177,8 @@ class Node:
             self.cfg.node.ae_title,
             self.cfg.data_dir,
         )
-        self.forwarder.start()
+        if not self.worker:
+            self.forwarder.start()
 
     def _start_listener(self, ae: AE) -> ThreadedAssociationServer:
         """``AE.start_server(block=False)`` with :class:`scp.security.GuardedAssociationServer`.
@@ -196,6 +200,7 @@ class Node:
                 network_timeout=node.network_timeout,
                 max_pdu_size=node.max_pdu_size,
                 max_connections=2 * node.max_associations + 2,
+                reuse_port=node.processes > 1,
             ),
         )
         thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)

@@ -377,6 +377,8 @@ class Limits:
     network_timeout: float
     max_pdu_size: int
     max_connections: int
+    #: Share the port with the node's other processes (``[node] processes``).
+    reuse_port: bool = False
 
 
 class GuardedAssociationServer(ThreadedAssociationServer):
@@ -393,6 +395,13 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         super().__init__(*args, **kwargs)
         if self.ssl_context is not None:
             self.ssl_context.sslsocket_class = _GuardedSSLSocket
+
+    def server_bind(self) -> None:
+        """Bind; with ``reuse_port`` several processes listen on one port and the kernel
+        spreads incoming connections over them (Linux ``SO_REUSEPORT``)."""
+        if self.limits.reuse_port and self.socket is not None:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def _guard(self, peer: str) -> _PduGuard:
         return _PduGuard(self.limits.max_pdu_size, MAX_ACSE_PDU, peer)

@@ -96,8 +96,7 @@ class IndexQueries:
                 .where(InstanceFinding.code == code)
             )
             query = query.where(
-                Series.finding_codes.contains(f",{code},")
-                | Series.id.in_(with_instance_finding)
+                Series.finding_codes.contains(f",{code},") | Series.id.in_(with_instance_finding)
             )
         if state:
             if state not in STATES:

@@ -117,3 +117,42 @@ def test_swap_rewrite_of_a_large_instance_keeps_memory_flat(
     [original] = list((tmp_path / "data" / "originals").rglob("*.dcm"))
     assert stored.stat().st_size > 300 * 1024 * 1024
     assert original.stat().st_size > 300 * 1024 * 1024
+
+
+def test_several_processes_share_the_port(node_process: Any, tmp_path: Path) -> None:
+    """[node] processes = 2: two receivers on one port (SO_REUSEPORT), one index, one store."""
+    data = tmp_path / "data"
+    node = node_process(data_dir=data, env={"SPACING_SCP_NODE_PROCESSES": "2"})
+
+    def worker_ready() -> bool:
+        return node.log_path.read_text().count(f"listening on 127.0.0.1:{node.port}") >= 2
+
+    deadline = time.monotonic() + 30
+    while not worker_ready():
+        assert time.monotonic() < deadline, "the second receiving process did not start"
+        time.sleep(0.1)
+    study, series = new_uid(), new_uid()
+    parts = [
+        [
+            write_ct(
+                tmp_path / f"{s}-{i}.dcm",
+                study=study,
+                series=series,
+                position=(0, 0, float(4 * i + s)),
+            )
+            for i in range(6)
+        ]
+        for s in range(4)
+    ]
+    results: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda p=p: results.extend(send_files(node.port, p))) for p in parts
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == 24 and all(r.status == status.SUCCESS for r in results)
+    out = _cli("instances", "--json", "--data-dir", str(data))
+    assert len(json.loads(out.stdout)) == 24
+    assert node.stop(signal.SIGTERM) == 0
