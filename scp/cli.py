@@ -158,12 +158,12 @@ def _open_index(cfg: Config) -> Any:
 
 def _list(args: argparse.Namespace, what: str) -> int:
     cfg = _config(args)
-    from storage import index
+    from storage import queries
 
     sessions = _open_index(cfg)
     with sessions() as session:
         if what == "studies":
-            rows = index.list_studies(session, limit=args.limit)
+            rows = queries.list_studies(session, limit=args.limit)
             cols = [
                 "study_instance_uid",
                 "patient_id",
@@ -172,18 +172,8 @@ def _list(args: argparse.Namespace, what: str) -> int:
                 "series_count",
                 "instance_count",
             ]
-        elif what == "series":
-            rows = index.list_series(session, args.study, limit=args.limit)
-            cols = [
-                "series_instance_uid",
-                "modality",
-                "instance_count",
-                "corrected_instances",
-                "state",
-                "last_received_at",
-            ]
         else:
-            rows = index.list_instances(session, args.series, limit=args.limit)
+            rows = queries.list_recent_instances(session, args.series, limit=args.limit)
             for r in rows:
                 ps = r["pixel_spacing"]
                 r["spacing_mm"] = (

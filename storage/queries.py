@@ -111,7 +111,7 @@ class IndexQueries:
             query = query.where(Series.id < decode_cursor(cursor))
         rows = session.execute(query.order_by(Series.id.desc()).limit(limit + 1)).all()
         page = rows[:limit]
-        items = self._series_dicts(session, [(s, uid) for s, uid in page])
+        items = self.series_dicts(session, [(s, uid) for s, uid in page])
         next_cursor = encode_cursor(page[-1][0].id) if len(rows) > limit else None
         return items, next_cursor
 
@@ -123,9 +123,9 @@ class IndexQueries:
         ).first()
         if row is None:
             raise NotFound(f"no series {series_instance_uid}")
-        return self._series_dicts(session, [(row[0], row[1])])[0]
+        return self.series_dicts(session, [(row[0], row[1])])[0]
 
-    def _series_dicts(
+    def series_dicts(
         self, session: Session, rows: Sequence[tuple[Series, str]]
     ) -> list[dict[str, Any]]:
         if not rows:
@@ -303,3 +303,49 @@ def instance_dict(inst: Instance, series_uid: str) -> dict[str, Any]:
         ],
         "original_kept": inst.original_path is not None,
     }
+
+
+# -- listings for the CLI ------------------------------------------------------------------
+
+
+def list_studies(session: Session, limit: int = 1000) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(
+            Study,
+            func.count(func.distinct(Series.id)),
+            func.count(Instance.id),
+        )
+        .outerjoin(Series, Series.study_id == Study.id)
+        .outerjoin(Instance, Instance.series_id == Series.id)
+        .group_by(Study.id)
+        .order_by(Study.updated_at.desc())
+        .limit(limit)
+    ).all()
+    return [
+        {
+            "study_instance_uid": s.study_instance_uid,
+            "patient_id": s.patient_id,
+            "accession_number": s.accession_number,
+            "study_date": s.study_date,
+            "study_description": s.study_description,
+            "series_count": n_series,
+            "instance_count": n_inst,
+            "updated_at": s.updated_at.isoformat(),
+        }
+        for s, n_series, n_inst in rows
+    ]
+
+
+def list_recent_instances(
+    session: Session, series_instance_uid: str | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """INSTANCEs, most recently received first (``spacing-scp instances``)."""
+    query = (
+        select(Instance, Series.series_instance_uid)
+        .join(Series, Instance.series_id == Series.id)
+        .options(selectinload(Instance.findings), selectinload(Instance.actions))
+    )
+    if series_instance_uid:
+        query = query.where(Series.series_instance_uid == series_instance_uid)
+    rows = session.execute(query.order_by(Instance.received_at.desc()).limit(limit)).all()
+    return [instance_dict(inst, uid) for inst, uid in rows]
