@@ -31,7 +31,13 @@ from storage.db import write_session
 from storage.filestore import FileStore
 from storage.header_codec import UnsupportedRewrite, encode_header
 from storage.index import ActionRow, FindingRow, IndexedInstance, IndexEntry, record_instance
-from storage.part10 import MalformedDataset, ReceivedFile, build_file_meta, read_received
+from storage.part10 import (
+    MalformedDataset,
+    ReceivedFile,
+    build_file_meta,
+    read_received,
+    write_part10,
+)
 from storage.uids import InvalidUID, check_uid, normalize_uid
 
 log = logging.getLogger("spacing_scp.ingest")
@@ -215,8 +221,6 @@ class Ingestor:
             rcv, received, header, result, relpath, code, sop_class, study_uid, series_uid
         )
         with self.store.locked(sop_uid):
-            from storage.part10 import write_part10
-
             pending = self.store.put(
                 relpath,
                 lambda fh: write_part10(fh, meta, received, header_bytes),
