@@ -718,9 +718,7 @@ class FindService:
         """Spacing Between Slices as measured, Pixel Spacing and Slice Thickness of a batch
         of series, from the same SERIES summary the HTTP API serves."""
         pairs = [(h.series, h.study.study_instance_uid) for h in hits if h.series is not None]
-        summaries = {
-            d["series_instance_uid"]: d for d in self.queries.series_dicts(session, pairs)
-        }
+        summaries = {d["series_instance_uid"]: d for d in self.queries.series_dicts(session, pairs)}
         for hit in hits:
             assert hit.series is not None
             summary = summaries.get(hit.series.series_instance_uid)
