@@ -44,10 +44,12 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides=overrides)
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, processes: int = 1) -> None:
+    # With several receiving processes their lines share one stream: say whose they are.
+    who = " [pid %(process)d]" if processes > 1 else ""
     logging.basicConfig(
         level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s{who} %(name)s: %(message)s",
         stream=sys.stderr,
     )
     # pynetdicom logs every PDU at INFO; its own view adds nothing to ours.
@@ -58,13 +60,14 @@ def _setup_logging(level: str) -> None:
 # -- serve -------------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    _setup_logging(cfg.logging.level)
+    _setup_logging(cfg.logging.level, cfg.node.processes)
     from scp.node import Node
 
     worker = int(getattr(args, "worker", 0) or 0)
-    node = Node(cfg, worker=worker)
+    listen_fd = getattr(args, "listen_fd", None)
+    node = Node(cfg, worker=worker, listen_fd=listen_fd if worker else None)
     node.start()
-    children = [] if worker else _start_workers(cfg.node.processes)
+    children = [] if worker else _start_workers(cfg.node.processes, node.listening_fd())
     stop = threading.Event()
     log = logging.getLogger("spacing_scp.node")
 
@@ -94,12 +97,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return code
 
 
-def _start_workers(processes: int) -> list[subprocess.Popen[bytes]]:
+def _start_workers(processes: int, listen_fd: int) -> list[subprocess.Popen[bytes]]:
     """The extra receiving processes of ``[node] processes``: the same command line, marked
-    ``--worker N``; they share the DICOM port (SO_REUSEPORT), the index and the store."""
+    ``--worker N``; they inherit the listening socket (``--listen-fd``) and share the index
+    and the store."""
     argv = [sys.executable, "-m", "scp", *sys.argv[1:]]
     return [
-        subprocess.Popen([*argv, "--worker", str(i)], preexec_fn=_die_with_parent)
+        subprocess.Popen(
+            [*argv, "--worker", str(i), "--listen-fd", str(listen_fd)],
+            pass_fds=[listen_fd],
+            preexec_fn=_die_with_parent,
+        )
         for i in range(1, processes)
     ]
 
@@ -383,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ae-title", help="the node's AE title (default SPACING_SCP)")
     p.add_argument("--http-port", type=int, help="HTTP API port (default 8080)")
     p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("echo", help="C-ECHO a node (health check)")

@@ -44,9 +44,12 @@ class NodeConfig:
     max_instance_bytes: int = 0
     #: Seconds running associations get to finish after SIGTERM/SIGINT.
     shutdown_grace_s: float = 30.0
-    #: Receiving processes sharing the DICOM port (SO_REUSEPORT); the first also serves
+    #: Receiving processes accepting from one listening socket; the first also serves
     #: the HTTP API and the forwarding workers. 1: one process.
     processes: int = 1
+    #: How associations wait for network input: "event" (select on the socket, see
+    #: scp/reactor.py) or "polling" (pynetdicom's stock 1 ms sleep loops).
+    reactor: Literal["event", "polling"] = "event"
 
 
 @dataclass
@@ -402,6 +405,8 @@ def _validate(cfg: Config) -> None:
     for key in ("acse_timeout", "dimse_timeout", "network_timeout", "shutdown_grace_s"):
         if getattr(cfg.node, key) <= 0:
             raise ConfigError(f"node.{key}: must be greater than 0")
+    if cfg.node.reactor not in ("event", "polling"):
+        raise ConfigError('node.reactor: "event" or "polling"')
     if not 1 <= cfg.node.processes <= 64:
         raise ConfigError("node.processes: 1 to 64")
     if cfg.node.processes > 1 and cfg.node.port == 0:

@@ -111,11 +111,13 @@ def store_tmp_name(cfg: Config, worker: int = 0) -> str:
 class Node:
     """Everything one ``spacing-scp serve`` process runs."""
 
-    def __init__(self, cfg: Config, worker: int = 0) -> None:
+    def __init__(self, cfg: Config, worker: int = 0, listen_fd: int | None = None) -> None:
         """``worker`` > 0: an extra receiving process of ``[node] processes`` (no HTTP API,
-        no forwarding workers: the first process runs those)."""
+        no forwarding workers: the first process runs those); ``listen_fd``: the first
+        process's listening socket, which it accepts from too."""
         self.cfg = cfg
         self.worker = worker
+        self.listen_fd = listen_fd
         self.store = FileStore(cfg.data_dir, tmp_name=store_tmp_name(cfg, worker))
         self.engine: Engine = make_engine(cfg.database_url)
         ensure_schema(self.engine)
@@ -150,6 +152,11 @@ class Node:
     def port(self) -> int:
         assert self.server is not None
         return int(self.server.server_address[1])
+
+    def listening_fd(self) -> int:
+        """The listening socket's descriptor (passed to the extra receiving processes)."""
+        assert self.server is not None and self.server.socket is not None
+        return self.server.socket.fileno()
 
     def start(self) -> None:
         for action in self.store.recover():
@@ -200,7 +207,9 @@ class Node:
                 network_timeout=node.network_timeout,
                 max_pdu_size=node.max_pdu_size,
                 max_connections=2 * node.max_associations + 2,
-                reuse_port=node.processes > 1,
+                shared_listener=node.processes > 1,
+                listen_fd=self.listen_fd,
+                event_reactor=node.reactor == "event",
             ),
         )
         thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)

@@ -59,6 +59,7 @@ from typing import Any
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
+from scp import reactor
 from scp import tls as tls_mod
 from scp.config import Config, ConfigError, SecurityConfig
 
@@ -377,8 +378,14 @@ class Limits:
     network_timeout: float
     max_pdu_size: int
     max_connections: int
-    #: Share the port with the node's other processes (``[node] processes``).
-    reuse_port: bool = False
+    #: The listening socket is shared with the node's other processes (``[node]
+    #: processes``): accept without blocking, the idlest process takes each connection.
+    shared_listener: bool = False
+    #: In an extra receiving process: the first process's listening socket, inherited.
+    listen_fd: int | None = None
+    #: Event-driven association reactors (:mod:`scp.reactor`) instead of pynetdicom's
+    #: polling ones.
+    event_reactor: bool = True
 
 
 class GuardedAssociationServer(ThreadedAssociationServer):
@@ -392,16 +399,42 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         self.limits = limits
         self._handshakes = 0
         self._count_lock = threading.Lock()
+        if limits.event_reactor and reactor.supported():
+            kwargs.setdefault("request_handler", reactor.EventDrivenRequestHandler)
         super().__init__(*args, **kwargs)
         if self.ssl_context is not None:
             self.ssl_context.sslsocket_class = _GuardedSSLSocket
 
     def server_bind(self) -> None:
-        """Bind; with ``reuse_port`` several processes listen on one port and the kernel
-        spreads incoming connections over them (Linux ``SO_REUSEPORT``)."""
-        if self.limits.reuse_port and self.socket is not None:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        """Bind, or take over the listening socket the first process passed down.
+
+        Several processes (``[node] processes``) accept from one listening socket, the
+        pre-fork model: every process polls it, and the one that gets to ``accept`` first,
+        usually the least busy one, takes the connection; the others see ``EAGAIN``
+        (``BlockingIOError``, ignored by socketserver). ``SO_REUSEPORT`` was tried first:
+        its hash of the peer's address put 3 or 4 of 4 concurrent associations on the same
+        process in 7 runs out of 8 (bench W4).
+        """
+        if self.limits.listen_fd is not None:
+            assert self.socket is not None
+            self.socket.close()
+            self.socket = socket.socket(fileno=self.limits.listen_fd)
+            self.server_address = self.socket.getsockname()
+        else:
+            super().server_bind()
+        if self.limits.shared_listener and self.socket is not None:
+            self.socket.settimeout(0.0)
+
+    def server_activate(self) -> None:
+        if self.limits.listen_fd is None:  # an inherited socket listens already
+            super().server_activate()
+
+    def server_close(self) -> None:
+        if self.limits.listen_fd is not None and self.socket is not None:
+            # Only this process's descriptor: a shutdown() would stop every process's accept.
+            self.socket.close()
+            return
+        super().server_close()
 
     def _guard(self, peer: str) -> _PduGuard:
         return _PduGuard(self.limits.max_pdu_size, MAX_ACSE_PDU, peer)

@@ -120,7 +120,7 @@ def test_swap_rewrite_of_a_large_instance_keeps_memory_flat(
 
 
 def test_several_processes_share_the_port(node_process: Any, tmp_path: Path) -> None:
-    """[node] processes = 2: two receivers on one port (SO_REUSEPORT), one index, one store."""
+    """[node] processes = 2: two receivers on one listening socket, one index, one store."""
     data = tmp_path / "data"
     node = node_process(data_dir=data, env={"SPACING_SCP_NODE_PROCESSES": "2"})
 
