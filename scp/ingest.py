@@ -34,7 +34,7 @@ from storage.index import ActionRow, FindingRow, IndexedInstance, IndexEntry, re
 from storage.part10 import (
     MalformedDataset,
     ReceivedFile,
-    build_file_meta,
+    file_meta_bytes,
     read_received,
     write_part10,
 )
@@ -208,7 +208,7 @@ class Ingestor:
         if result.edits and self.policy.coercion_status == "warning":
             code = status.WARNING_COERCION_OF_DATA_ELEMENTS
 
-        meta = build_file_meta(
+        meta = file_meta_bytes(
             sop_class_uid=sop_class,
             sop_instance_uid=sop_uid,
             transfer_syntax_uid=received.transfer_syntax_uid,

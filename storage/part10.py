@@ -17,7 +17,6 @@ from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filereader import read_file_meta_info
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
     UID,
@@ -227,6 +226,13 @@ class _Walker:
 
 def _file_meta_end(fp: BinaryIO, size: int) -> int:
     """Offset just after the File Meta Information group (explicit VR LE, PS3.10 7.1)."""
+    return _scan_file_meta(fp, size)[0]
+
+
+def _scan_file_meta(fp: BinaryIO, size: int) -> tuple[int, str | None]:
+    """The offset just after the File Meta Information group (explicit VR LE, PS3.10 7.1)
+    and its Transfer Syntax UID (0002,0010) as text, ``None`` when absent."""
+    transfer_syntax: str | None = None
     fp.seek(0)
     if size < 132 or fp.read(132)[128:132] != b"DICM":
         raise MalformedDataset("not a Part 10 file: no DICM prefix")
@@ -235,11 +241,11 @@ def _file_meta_end(fp: BinaryIO, size: int) -> int:
     while True:
         pos = fp.tell()
         if pos + 4 > size:
-            return pos
+            return pos, transfer_syntax
         (group,) = struct.unpack("<H", fp.read(2))
         fp.seek(pos)
         if group != 0x0002:
-            return pos
+            return pos, transfer_syntax
         if group_end is not None and pos >= group_end:
             # Past the length (0002,0000) announced: group 0002 elements inside the data
             # set, e.g. a C-STORE data set carrying a Transfer Syntax UID of its own that
@@ -252,6 +258,9 @@ def _file_meta_end(fp: BinaryIO, size: int) -> int:
         if tag == 0x00020000 and length == 4 and group_end is None:
             (group_length,) = struct.unpack("<L", walker._read(4))
             group_end = fp.tell() + group_length
+            continue
+        if tag == 0x00020010 and length <= 128:
+            transfer_syntax = walker._read(length).decode("ascii", errors="replace")
             continue
         walker._skip(length, tag)
 
@@ -293,13 +302,8 @@ def read_received(path: Path) -> ReceivedFile:
 def _read_received(path: Path) -> ReceivedFile:
     size = path.stat().st_size
     with open(path, "rb", buffering=65536) as fp:
-        dataset_offset = _file_meta_end(fp, size)
-        fp.seek(0)
-        try:
-            file_meta = read_file_meta_info(path)
-        except Exception as exc:
-            raise MalformedDataset(f"File Meta Information cannot be parsed: {exc}") from exc
-        ts = UID(str(file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)).strip("\x00 "))
+        dataset_offset, ts_text = _scan_file_meta(fp, size)
+        ts = UID((ts_text or ImplicitVRLittleEndian).strip("\x00 "))
         # The structure is walked before pydicom parses anything, so that hostile lengths
         # and nesting (200 levels would exhaust pydicom's recursion) are refused first.
         if ts == DeflatedExplicitVRLittleEndian:
@@ -319,7 +323,7 @@ def _read_received(path: Path) -> ReceivedFile:
     return ReceivedFile(path, size, ts, dataset_offset, pixel_offset, header, file_meta)
 
 
-def build_file_meta(
+def file_meta_bytes(
     *,
     sop_class_uid: str,
     sop_instance_uid: str,
@@ -328,28 +332,52 @@ def build_file_meta(
     receiving_ae_title: str,
     implementation_class_uid: str,
     implementation_version_name: str,
-) -> FileMetaDataset:
-    """File Meta Information for a stored file (PS3.10 7.1).
+) -> bytes:
+    """File Meta Information for a stored file (PS3.10 7.1), encoded.
 
-    Source Application Entity Title (0002,0016) and Sending Application Entity
-    Title (0002,0017) are the peer's calling AE title, Receiving Application
-    Entity Title (0002,0018) is the node's.
+    Group 0002 is always Explicit VR Little Endian, led by its File Meta Information
+    Group Length (0002,0000). Source Application Entity Title (0002,0016) and Sending
+    Application Entity Title (0002,0017) are the peer's calling AE title, Receiving
+    Application Entity Title (0002,0018) is the node's. The UIDs must be valid already
+    (``storage.uids.check_uid``); AE titles are cleaned to their VR here.
+
+    Encoded directly rather than through pydicom's ``write_file_meta_info`` (same bytes,
+    see tests/test_part10.py): it runs once per received instance.
     """
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
-    meta.TransferSyntaxUID = UID(transfer_syntax_uid)
-    meta.ImplementationClassUID = UID(implementation_class_uid)
-    meta.ImplementationVersionName = implementation_version_name[:16]
+    elements: list[tuple[int, bytes, bytes]] = [
+        (0x0001, b"OB", b"\x00\x01"),
+        (0x0002, b"UI", _ui(sop_class_uid)),
+        (0x0003, b"UI", _ui(sop_instance_uid)),
+        (0x0010, b"UI", _ui(transfer_syntax_uid)),
+        (0x0012, b"UI", _ui(implementation_class_uid)),
+        (0x0013, b"SH", _text_value(implementation_version_name[:16])),
+    ]
     source = _clean_ae(source_ae_title)
     if source:
-        meta.SourceApplicationEntityTitle = source
-        meta.SendingApplicationEntityTitle = source
+        elements.append((0x0016, b"AE", _text_value(source)))
+        elements.append((0x0017, b"AE", _text_value(source)))
     receiving = _clean_ae(receiving_ae_title)
     if receiving:
-        meta.ReceivingApplicationEntityTitle = receiving
-    return meta
+        elements.append((0x0018, b"AE", _text_value(receiving)))
+    body = b"".join(
+        struct.pack("<HH2sHL", 0x0002, element, vr, 0, len(value)) + value
+        if vr in _LONG_VRS
+        else struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+        for element, vr, value in elements
+    )
+    return struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(body)) + body
+
+
+def _ui(uid: str) -> bytes:
+    """A UI value: ASCII, padded to even length with one NUL (PS3.5 6.2, 9.1)."""
+    raw = str(uid).encode("ascii")
+    return raw + b"\x00" if len(raw) % 2 else raw
+
+
+def _text_value(text: str) -> bytes:
+    """An SH/AE value: ASCII, padded to even length with one space (PS3.5 6.2)."""
+    raw = text.encode("ascii", errors="replace")
+    return raw + b" " if len(raw) % 2 else raw
 
 
 def _clean_ae(title: str) -> str:
@@ -386,7 +414,7 @@ def copy_range(src: BinaryIO, dst: BinaryIO, offset: int, count: int) -> None:
 
 def write_part10(
     dst: BinaryIO,
-    meta: FileMetaDataset,
+    meta: FileMetaDataset | bytes,
     received: ReceivedFile,
     header_bytes: bytes | None = None,
 ) -> None:
@@ -398,7 +426,10 @@ def write_part10(
     copied unchanged.
     """
     dst.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(dst, meta, enforce_standard=True)  # type: ignore[arg-type]
+    if isinstance(meta, bytes):
+        dst.write(meta)  # already encoded (:func:`file_meta_bytes`)
+    else:
+        write_file_meta_info(dst, meta, enforce_standard=True)  # type: ignore[arg-type]
     if header_bytes is None:
         start = received.dataset_offset
     else:
