@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -292,3 +293,46 @@ def test_two_associations_same_series_concurrently(node: Any, tmp_path: Path) ->
     with node.sessions() as s:
         [ser] = s.scalars(select(Series)).all()
         assert ser.instance_count == 30
+
+
+def test_index_commits_only_once_the_file_is_in_place(
+    node: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is written on an I/O thread while the index statements run; a slow disk
+    must delay the commit (and the Success), never let it go first."""
+    real_put = node.store.put
+    seen: list[int] = []
+
+    def slow_put(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)  # the index statements are long done by now
+        pending = real_put(*args, **kwargs)
+        con = sqlite3.connect(node.cfg.data_dir / "index.sqlite3")
+        try:
+            seen.append(con.execute("SELECT count(*) FROM instances").fetchone()[0])
+        finally:
+            con.close()
+        return pending
+
+    monkeypatch.setattr(node.store, "put", slow_put)
+    src = write_ct(tmp_path / "ct.dcm")
+    assert send_files(node.port, [src])[0].status == status.SUCCESS
+    assert seen == [0]  # not committed when the file was placed ...
+    with node.sessions() as s:  # ... and committed before Success
+        assert len(s.scalars(select(Instance)).all()) == 1
+    assert dataset_bytes(stored_path(node, src)) == dataset_bytes(src)
+
+
+def test_file_write_failure_answers_failure_and_indexes_nothing(node: Any, tmp_path: Path) -> None:
+    study = new_uid()
+    src = write_ct(tmp_path / "ct.dcm", study=study)
+    # A plain file where the study's folder belongs: the write cannot place the file.
+    (node.store.instances / study).write_bytes(b"not a folder")
+    [res] = send_files(node.port, [src])
+    assert res.status == status.PROCESSING_FAILURE
+    with node.sessions() as s:
+        assert s.scalars(select(Instance)).all() == []
+        assert s.scalars(select(Series)).all() == []
+    assert not list(node.store.tmp.iterdir())
+    # The node keeps serving.
+    other = write_ct(tmp_path / "other.dcm")
+    assert send_files(node.port, [other])[0].status == status.SUCCESS
