@@ -104,6 +104,29 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_of(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (scanning /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:  # field 4: ppid
+            found.append(int(entry.name))
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """:func:`cpu_seconds` of ``pid`` plus its live children (``[node] processes``)."""
+    own = cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(cpu_seconds(child) or 0.0 for child in children_of(pid))
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all cores together spent busy since boot (/proc/stat)."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
@@ -255,8 +278,9 @@ class NodeReceiver:
     name = "node"
     called_ae_title = NODE_AE_TITLE
 
-    def __init__(self, forward: bool) -> None:
+    def __init__(self, forward: bool, processes: int = 1) -> None:
         self.forward = forward
+        self.processes = processes
         self.proc: subprocess.Popen[bytes] | None = None
         self.data_dir: Path | None = None
         self.log_path: Path | None = None
@@ -269,6 +293,8 @@ class NodeReceiver:
             if self.forward
             else ""
         )
+        if self.processes > 1:
+            extra += f" ([node] processes = {self.processes})"
         return f"{sys.executable} -m scp serve --port P --http-port Q --data-dir D{extra}"
 
     def start(self, run_dir: Path) -> int:
@@ -288,11 +314,11 @@ class NodeReceiver:
             "--data-dir",
             str(self.data_dir),
         ]
+        toml = f"[node]\nprocesses = {self.processes}\n\n"
         if self.forward:
             # A destination nobody listens on, retried only after a day: every stored instance
             # is queued (once forwarding exists) but the sender never competes for the CPU.
-            config = run_dir / "bench-node.toml"
-            config.write_text(
+            toml += (
                 "[[destinations]]\n"
                 'name = "bench-dead-peer"\n'
                 'ae_title = "DEADPEER"\n'
@@ -302,7 +328,9 @@ class NodeReceiver:
                 "retry_initial_s = 86400.0\n"
                 "retry_max_s = 86400.0\n"
             )
-            cmd += ["--config", str(config)]
+        config = run_dir / "bench-node.toml"
+        config.write_text(toml)
+        cmd += ["--config", str(config)]
         self.log_path = run_dir / "node.log"
         self.log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         pythonpath = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
@@ -311,6 +339,15 @@ class NodeReceiver:
             cmd, stdout=self.log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT
         )
         wait_ready(self.proc, port, self.called_ae_title, self.log_path)
+        # With several processes, send only once every one of them listens: the kernel
+        # spreads associations over the listeners present when each one connects.
+        deadline = time.monotonic() + 60
+        while self.log_path.read_text(errors="replace").count("listening on") < self.processes:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise BenchError(
+                    f"not all {self.processes} node processes listen: {tail(self.log_path)}"
+                )
+            time.sleep(0.05)
         self.start_rss_kb = proc_status_kb(self.proc.pid, "VmRSS")
         return port
 
@@ -491,11 +528,11 @@ def measure(
         os.sync()  # earlier runs' writeback must not land in this measurement
         try:
             busy_before = machine_busy_seconds()
-            cpu_before = cpu_seconds(receiver.pid())
+            cpu_before = tree_cpu_seconds(receiver.pid())
             seconds, codes, sender_tails, sender_cpu = send(
                 storescu, workload, port, receiver.called_ae_title, run_dir
             )
-            cpu_after = cpu_seconds(receiver.pid())
+            cpu_after = tree_cpu_seconds(receiver.pid())
             busy = machine_busy_seconds() - busy_before
             peak_kb = proc_status_kb(receiver.pid(), "VmHWM")
             alive = receiver.alive()
@@ -756,6 +793,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="run the node without its [[destinations]] entry (no forward queue)",
     )
+    p.add_argument(
+        "--node-processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the node with [node] processes = N (default 1, the production default)",
+    )
     return p
 
 
@@ -772,6 +816,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.runs < 1:
         print("bench: --runs must be at least 1")
+        return 2
+    if not 1 <= args.node_processes <= 64:
+        print("bench: --node-processes takes 1 to 64")
         return 2
     try:
         return run(args, names, receivers)
@@ -793,7 +840,7 @@ def run(args: argparse.Namespace, names: list[str], receivers: list[str]) -> int
     work_dir = Path(tempfile.mkdtemp(prefix="spacing-bench-", dir=work_parent))
     available: dict[str, Receiver] = {
         "dcmtk": DcmtkReceiver(storescp),
-        "node": NodeReceiver(forward=args.forward),
+        "node": NodeReceiver(forward=args.forward, processes=args.node_processes),
     }
     chosen = [available[r] for r in RECEIVERS if r in receivers]
     info = machine_info(storescp)
