@@ -522,3 +522,24 @@ def test_connection_flood_is_capped(node_factory: NodeFactory, caplog: Any) -> N
             sock.close()
     assert _drains(node)
     assert echo(node.port)
+
+
+def test_open_connection_count_returns_to_zero(node_factory: Callable[..., Any]) -> None:
+    """The count a shared listener balances on (least connections) forgets every
+    connection once it ends: served, released, aborted, or dropped before associating."""
+    node = node_factory(node={"acse_timeout": 1.0})
+    ae = AE(ae_title="COUNTER")
+    ae.add_requested_context(Verification)
+    for end in ("release", "abort"):
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="SPACING_SCP")
+        assert assoc.is_established
+        getattr(assoc, end)()
+    with socket.create_connection(("127.0.0.1", node.port)):
+        pass  # connected, then gone without a PDU
+    with socket.create_connection(("127.0.0.1", node.port)) as silent:
+        silent.settimeout(5)
+        silent.recv(64)  # the node gives up on it after acse_timeout
+    deadline = time.monotonic() + 5
+    while node.server._open_connections:
+        assert time.monotonic() < deadline, node.server._open_connections
+        time.sleep(0.02)
