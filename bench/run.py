@@ -51,7 +51,11 @@ TARGETS: dict[str, dict[str, float]] = {
     "W4": {"min_ratio": 0.5},
 }
 
-RECEIVERS: tuple[str, ...] = ("dcmtk", "node")
+RECEIVERS: tuple[str, ...] = ("dcmtk", "node", "pynetdicom", "pynetdicom-stock")
+#: Receivers measured unless --receivers says otherwise.
+DEFAULT_RECEIVERS = ("dcmtk", "node")
+#: The bare pynetdicom receivers (bench/bare_receiver.py): the floor under the node.
+BARE_RECEIVERS = ("pynetdicom", "pynetdicom-stock")
 #: Above this share of the machine's CPU used by other processes, a run is called noisy.
 NOISY_SHARE = 0.1
 
@@ -375,6 +379,59 @@ class NodeReceiver:
         return files, extra
 
 
+class BareReceiver:
+    """``python -m bench.bare_receiver``: pynetdicom receiving to disk with fsync, no node
+    work at all; ``pynetdicom`` with the node's event-driven reactors, ``pynetdicom-stock``
+    with pynetdicom's own."""
+
+    called_ae_title = NODE_AE_TITLE
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.reactor = "event" if name == "pynetdicom" else "polling"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.out_dir: Path | None = None
+        self.log_file: Any = None
+
+    def describe(self) -> str:
+        return (
+            f"{sys.executable} -m bench.bare_receiver --port P --out D --reactor {self.reactor}"
+            " (chunked receive, fsync + rename, nothing else)"
+        )
+
+    def start(self, run_dir: Path) -> int:
+        self.out_dir = run_dir / "received"
+        port = free_port()
+        log = run_dir / "bare.log"
+        self.log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        pythonpath = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
+        cmd = [sys.executable, "-m", "bench.bare_receiver", "--port", str(port)]
+        cmd += ["--out", str(self.out_dir), "--reactor", self.reactor]
+        self.proc = subprocess.Popen(
+            cmd, stdout=self.log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT
+        )
+        wait_ready(self.proc, port, self.called_ae_title, log)
+        return port
+
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        code = stop_process(self.proc)
+        self.log_file.close()
+        return code
+
+    def verify(self, expected: int) -> tuple[int, dict[str, Any]]:
+        assert self.out_dir is not None
+        return count_files(self.out_dir, "*.dcm"), {}
+
+
 def index_facts(db: Path) -> dict[str, Any]:
     """Rows in the index, their statuses, and any forward-queue-like table's row count."""
     facts: dict[str, Any] = {}
@@ -621,6 +678,9 @@ def summarize(name: str, workload: Workload, runs: list[RunResult]) -> dict[str,
     if dcmtk and node and dcmtk["instances_per_s"]:
         ratio = round(node["instances_per_s"] / dcmtk["instances_per_s"], 3)
     out["ratio"] = ratio
+    for bare in BARE_RECEIVERS:
+        if dcmtk and out.get(bare) and dcmtk["instances_per_s"]:
+            out[bare]["ratio"] = round(out[bare]["instances_per_s"] / dcmtk["instances_per_s"], 3)
     target = TARGETS[name]
     out["target"] = target
     met: bool | None = None
@@ -688,6 +748,12 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
                 target + mark,
             ]
         )
+    for bare in BARE_RECEIVERS:
+        if any(s.get(bare) for s in summary.values()):
+            head += [f"{bare} inst/s", f"{bare} ratio"]
+            for row, s in zip(rows, summary.values(), strict=True):
+                b = s.get(bare) or {}
+                row += [fmt(b.get("instances_per_s"), 1), fmt(b.get("ratio"), 3)]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
@@ -773,8 +839,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--receivers",
-        default=",".join(RECEIVERS),
-        help="dcmtk,node (default both; one alone gives no ratio)",
+        default=",".join(DEFAULT_RECEIVERS),
+        help="any of dcmtk,node,pynetdicom,pynetdicom-stock (default dcmtk,node; the"
+        " ratios need dcmtk). pynetdicom*: bench/bare_receiver.py, the floor under the node",
     )
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     p.add_argument("--keep", action="store_true", help="keep received files and logs")
@@ -841,6 +908,7 @@ def run(args: argparse.Namespace, names: list[str], receivers: list[str]) -> int
     available: dict[str, Receiver] = {
         "dcmtk": DcmtkReceiver(storescp),
         "node": NodeReceiver(forward=args.forward, processes=args.node_processes),
+        **{name: BareReceiver(name) for name in BARE_RECEIVERS},
     }
     chosen = [available[r] for r in RECEIVERS if r in receivers]
     info = machine_info(storescp)
