@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+from pydicom import config as pydicom_config
 from pydicom import uid as pyuid
 from pynetdicom import AE, StoragePresentationContexts, _config
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -77,6 +78,12 @@ def configure_pynetdicom(cfg: Config, tmp_dir: str) -> None:
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.UNRESTRICTED_STORAGE_SERVICE = cfg.node.accept_unknown_sop_classes
     tempfile.tempdir = tmp_dir
+    # Lenient on read: pydicom's check of every value read against its VR (a regex per
+    # UID, also for each DIMSE primitive pynetdicom builds) only ever warned, into no log
+    # anyone reads, and took ~8 % of the CPU per instance. The rules that matter are the
+    # pipeline's (scp/pipeline/validate.py), with findings; what the node writes is still
+    # checked against its VR (scp/pipeline/record.py). Set once, before any association.
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 
 
 def build_ae(cfg: Config) -> AE:

@@ -36,9 +36,10 @@ as it is, so its bytes are written back unchanged (same transfer syntax),
 and a decoded element is deep-copied.  Leaf values are never decoded here
 (only the sequences on an edit's path are), so a value pydicom would refuse
 (e.g. ``0,5`` under ``config.settings.reading_validation_mode = RAISE``) is
-still recorded and replaced; no pydicom setting is changed, not even for a
-while: the settings are process-wide and the node stores instances on
-several threads.  Every value written is checked against its VR and VM first.
+still recorded and replaced; no pydicom setting is changed here, not even
+for a while: the settings are process-wide and the node stores instances on
+several threads (the node sets ``reading_validation_mode`` once, at
+start-up).  Every value written is checked against its VR and VM first.
 """
 
 from __future__ import annotations
