@@ -1,10 +1,12 @@
 """CI smoke job of the benchmark (issue 7, item 3): ``python -m bench.run --quick``.
 
-It fails only on a gross regression: a ratio node/dcmtk below half its target, or the
-node's peak RSS on the multi-frame workload at or above 150 MiB.  The node does not meet
-the ratio targets yet, so those checks are expected failures (not strict) that state the
-figures measured when this was written; remove the marks once the node gets there.
-The harness running, verifying every run and writing its JSON must pass for real.
+It fails only on a gross regression, never on noise: a ratio node/dcmtk below half of
+what the node reaches today (:data:`REGRESSION_FLOORS`), or the node's peak RSS on the
+multi-frame workload at or above 150 MiB. The issue's own bar, half of each target, is
+not met: the node sits at 0.45-0.55 of a bare pynetdicom receiver, which itself stays
+below every target (docs/performance.md). Those checks are expected failures (not
+strict) that state the figures measured; remove the marks if the node gets there. The harness
+running, verifying every run and writing its JSON must pass for real.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ REPO = Path(__file__).resolve().parent.parent
 #: Issue 7 targets; the smoke job fails below half of them.
 RATIO_TARGETS = {"W1": 0.5, "W2": 0.3, "W4": 0.5}
 MAX_NODE_PEAK_RSS_MIB = 150.0
+
+#: Ratios node/dcmtk of ``--quick`` on 2026-11-22 (2 shared cores, median of 3): W1 0.176,
+#: W2 0.068, W4 0.158. The smoke job fails below half of them.
+REGRESSION_FLOORS = {"W1": 0.088, "W2": 0.034, "W4": 0.079}
 
 MEASURED = "2026-11-22, 2 shared cores, --quick, median of 3"
 
@@ -95,8 +101,8 @@ def _not_yet(measured: float) -> pytest.MarkDecorator:
     return pytest.mark.xfail(
         strict=False,
         reason=(
-            f"node below half the issue 7 target today: ratio ~{measured:.2f} measured "
-            f"({MEASURED}); the optimisation is pending"
+            f"node below half the issue 7 target: ratio ~{measured:.2f} measured "
+            f"({MEASURED}); even bare pynetdicom is below the target (docs/performance.md)"
         ),
     )
 
@@ -104,9 +110,9 @@ def _not_yet(measured: float) -> pytest.MarkDecorator:
 @pytest.mark.parametrize(
     "workload",
     [
-        pytest.param("W1", marks=_not_yet(0.10)),
-        pytest.param("W2", marks=_not_yet(0.03)),
-        pytest.param("W4", marks=_not_yet(0.10)),
+        pytest.param("W1", marks=_not_yet(0.18)),
+        pytest.param("W2", marks=_not_yet(0.07)),
+        pytest.param("W4", marks=_not_yet(0.16)),
     ],
 )
 def test_ratio_not_grossly_below_target(bench_report: dict[str, Any], workload: str) -> None:
@@ -114,5 +120,15 @@ def test_ratio_not_grossly_below_target(bench_report: dict[str, Any], workload: 
     floor = RATIO_TARGETS[workload] / 2
     assert ratio >= floor, (
         f"{workload}: node/dcmtk {ratio} is below half the target ({floor}); "
+        f"{bench_report['summary'][workload]}"
+    )
+
+
+@pytest.mark.parametrize("workload", sorted(REGRESSION_FLOORS))
+def test_ratio_not_grossly_below_today(bench_report: dict[str, Any], workload: str) -> None:
+    ratio = bench_report["summary"][workload]["ratio"]
+    floor = REGRESSION_FLOORS[workload]
+    assert ratio >= floor, (
+        f"{workload}: node/dcmtk {ratio} is below half of today's {2 * floor:.3f}; "
         f"{bench_report['summary'][workload]}"
     )
