@@ -54,7 +54,10 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket, RequestHandler
 
-log = logging.getLogger(__name__)
+#: The loops below log what pynetdicom's log, under pynetdicom's logger names (the node
+#: keeps pynetdicom's loggers at WARNING and writes its own association lines).
+log = logging.getLogger("pynetdicom.association")
+dul_log = logging.getLogger("pynetdicom.dul")
 
 #: Longest wait, in seconds, before the loops look at pynetdicom's timers again.
 IDLE_WAIT = 0.05
@@ -167,8 +170,8 @@ class EventDrivenDUL(DULServiceProvider):
                 elif self._is_transport_event():
                     self._idle_timer.restart()
             except Exception as exc:
-                log.error("Exception in DUL.run(), aborting association")
-                log.exception(exc)
+                dul_log.error("Exception in DUL.run(), aborting association")
+                dul_log.exception(exc)
                 abort_pdu = A_ABORT_RQ()
                 abort_pdu.source = 0x02
                 abort_pdu.reason_diagnostic = 0x00
