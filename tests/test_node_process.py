@@ -156,3 +156,26 @@ def test_several_processes_share_the_port(node_process: Any, tmp_path: Path) -> 
     out = _cli("instances", "--json", "--data-dir", str(data))
     assert len(json.loads(out.stdout)) == 24
     assert node.stop(signal.SIGTERM) == 0
+
+
+def test_extra_process_ending_leaves_the_listener_to_the_others(
+    node_process: Any, tmp_path: Path
+) -> None:
+    """The extra process closes only its own descriptor of the shared listening socket: a
+    shutdown() there would stop the first process accepting too."""
+    from bench.run import children_of
+
+    node = node_process(data_dir=tmp_path / "data", env={"SPACING_SCP_NODE_PROCESSES": "2"})
+    deadline = time.monotonic() + 30
+    while node.log_path.read_text().count("listening on") < 2:
+        assert time.monotonic() < deadline, "the second receiving process did not start"
+        time.sleep(0.1)
+    [worker] = children_of(node.proc.pid)
+    subprocess.run(["kill", "-TERM", str(worker)], check=True)
+    deadline = time.monotonic() + 30
+    while "receiving process" not in node.log_path.read_text():
+        assert time.monotonic() < deadline, "the first process did not notice"
+        time.sleep(0.1)
+    paths = [write_ct(tmp_path / f"after-{i}.dcm", instance_number=i) for i in range(3)]
+    assert [r.status for r in send_files(node.port, paths)] == [status.SUCCESS] * 3
+    assert node.stop(signal.SIGTERM) == 0
