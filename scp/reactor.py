@@ -90,6 +90,10 @@ class EventDrivenDUL(DULServiceProvider):
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        # Guards the pipe's descriptors: once closed, their numbers may be reused by any
+        # file or socket of the process, which a late wake() must never write to.
+        self._pipe_lock = threading.Lock()
+        self._pipe_open = True
         self._dul_stopping = False
         super().__init__(assoc)
         self.to_provider_queue = _NotifyingQueue(self.wake)
@@ -109,8 +113,10 @@ class EventDrivenDUL(DULServiceProvider):
 
     def wake(self) -> None:
         """Make the reactor's current or next wait return at once."""
-        with contextlib.suppress(OSError):  # pipe full (already awake) or closed
-            os.write(self._wake_w, b"\0")
+        with self._pipe_lock:
+            if self._pipe_open:
+                with contextlib.suppress(BlockingIOError):  # pipe full: already awake
+                    os.write(self._wake_w, b"\0")
 
     def _wait(self) -> None:
         """Block until the socket is readable, new work is queued, or :data:`IDLE_WAIT`."""
@@ -137,10 +143,10 @@ class EventDrivenDUL(DULServiceProvider):
             self._run_reactor_loop()
         finally:
             self.assoc_wake()
-            for fd in (self._wake_r, self._wake_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            self._wake_r = self._wake_w = -1
+            with self._pipe_lock:
+                self._pipe_open = False
+                os.close(self._wake_r)
+                os.close(self._wake_w)
 
     def assoc_wake(self) -> None:
         cast(EventDrivenAssociation, self.assoc).wake()

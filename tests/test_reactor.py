@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -108,3 +109,27 @@ def test_other_pynetdicom_versions_get_the_stock_reactors(
         assert type(acceptor) is Association
     finally:
         assoc.release()
+
+
+def test_wake_pipes_are_closed_and_never_written_after_the_end(node: Any) -> None:
+    """Each DUL's wake-up pipe is closed when its thread ends (no descriptor leak), and a
+    late wake() cannot write to the reused descriptor numbers."""
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    assoc = _associate(node.port)
+    (acceptor,) = _acceptors(node)
+    assoc.release()
+    _wait_no_associations(node, within_s=2.0)
+    dul = acceptor.dul
+    assert isinstance(dul, reactor.EventDrivenDUL)
+    dul.wake()  # after the end: a no-op
+    dul._kill_thread = True
+    before = open_fds()
+    for _ in range(20):
+        assoc = _associate(node.port)
+        assert assoc.send_c_echo().Status == SUCCESS
+        assoc.release()
+    _wait_no_associations(node, within_s=2.0)
+    assert open_fds() <= before + 2
