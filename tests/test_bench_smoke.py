@@ -1,8 +1,10 @@
 """CI smoke job of the benchmark (issue 7, item 3): ``python -m bench.run --quick``.
 
-It fails only on a gross regression, never on noise: a ratio node/dcmtk below half of
-what the node reaches today (:data:`REGRESSION_FLOORS`), or the node's peak RSS on the
-multi-frame workload at or above 150 MiB. The issue's own bar, half of each target, is
+It fails only on a gross regression, never on noise or on a slow disk: the node's
+instances/s below half of what it reaches today *relative to the bare pynetdicom receiver
+of the same run* (:data:`REGRESSION_FLOORS`; that receiver fsyncs too, so a machine with
+slow fsync slows both), or the node's peak RSS on the multi-frame workload at or above
+150 MiB. The issue's own bar, half of each target, is
 not met: the node sits at 0.45-0.55 of a bare pynetdicom receiver, which itself stays
 below every target (docs/performance.md). Those checks are expected failures (not
 strict) that state the figures measured; remove the marks if the node gets there. The harness
@@ -27,9 +29,9 @@ REPO = Path(__file__).resolve().parent.parent
 RATIO_TARGETS = {"W1": 0.5, "W2": 0.3, "W4": 0.5}
 MAX_NODE_PEAK_RSS_MIB = 150.0
 
-#: Ratios node/dcmtk of ``--quick`` on 2026-11-22 (2 shared cores, median of 3): W1 0.176,
-#: W2 0.068, W4 0.158. The smoke job fails below half of them.
-REGRESSION_FLOORS = {"W1": 0.088, "W2": 0.034, "W4": 0.079}
+#: node inst/s ÷ bare pynetdicom inst/s in ``--quick`` on 2026-11-22 (2 shared cores,
+#: median of 3): W1 0.60, W2 0.46, W4 0.52. The smoke job fails below half of them.
+REGRESSION_FLOORS = {"W1": 0.30, "W2": 0.23, "W4": 0.26}
 
 MEASURED = "2026-11-22, 2 shared cores, --quick, median of 3"
 
@@ -48,6 +50,8 @@ def bench_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "-m",
             "bench.run",
             "--quick",
+            "--receivers",
+            "dcmtk,node,pynetdicom",
             "--json",
             str(out),
             "--work-dir",
@@ -74,7 +78,7 @@ def test_harness_runs_verifies_and_writes_json(bench_report: dict[str, Any]) -> 
     assert bench_report["settings"]["quick"] is True
     runs = bench_report["runs"]
     assert {(r["workload"], r["receiver"]) for r in runs} == {
-        (w, rcv) for w in ("W1", "W2", "W3", "W4") for rcv in ("dcmtk", "node")
+        (w, rcv) for w in ("W1", "W2", "W3", "W4") for rcv in ("dcmtk", "node", "pynetdicom")
     }
     for r in runs:
         assert r["ok"], r
@@ -125,10 +129,11 @@ def test_ratio_not_grossly_below_target(bench_report: dict[str, Any], workload: 
 
 
 @pytest.mark.parametrize("workload", sorted(REGRESSION_FLOORS))
-def test_ratio_not_grossly_below_today(bench_report: dict[str, Any], workload: str) -> None:
-    ratio = bench_report["summary"][workload]["ratio"]
+def test_node_not_grossly_slower_than_today(bench_report: dict[str, Any], workload: str) -> None:
+    summary = bench_report["summary"][workload]
+    share = summary["node"]["instances_per_s"] / summary["pynetdicom"]["instances_per_s"]
     floor = REGRESSION_FLOORS[workload]
-    assert ratio >= floor, (
-        f"{workload}: node/dcmtk {ratio} is below half of today's {2 * floor:.3f}; "
-        f"{bench_report['summary'][workload]}"
+    assert share >= floor, (
+        f"{workload}: node / bare pynetdicom {share:.3f} is below half of today's "
+        f"{2 * floor:.2f}; {summary}"
     )
