@@ -20,7 +20,7 @@ from typing import Any
 
 from scp.api.routes import build_router
 from scp.api.server import ApiServer
-from scp.series.geometry import SliceGeometry
+from scp.series import SliceGeometry
 from storage.db import ensure_schema, make_engine, make_session_factory, write_session
 from storage.index import FindingRow, IndexEntry, record_instance
 from storage.queries import IndexQueries

@@ -8,7 +8,7 @@ same run is the best ratio any node built on pynetdicom can reach on the machine
 
     python -m bench.bare_receiver --port 11113 --out DIR [--reactor event|polling]
 
-``--reactor event`` uses the node's event-driven reactors (:mod:`scp.reactor`),
+``--reactor event`` uses the node's event-driven reactors (:mod:`scp.net.reactor`),
 ``polling`` pynetdicom's own.
 """
 
@@ -27,7 +27,7 @@ from pynetdicom import AE, StoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from scp import reactor
+from scp.net import reactor
 from scp.node import ACCEPTED_TRANSFER_SYNTAXES
 
 AE_TITLE = "SPACING_SCP"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from scp.pipeline.policy import SWAP_MATCH_KEYS, SWAPPABLE_ATTRIBUTES, SpacingPolicy, SwapRule
-from scp.series.geometry import Tolerance
+from scp.series import Tolerance
 
 ENV_PREFIX = "SPACING_SCP_"
 
@@ -48,7 +48,7 @@ class NodeConfig:
     #: the HTTP API and the forwarding workers. 1: one process.
     processes: int = 1
     #: How associations wait for network input: "event" (select on the socket, see
-    #: scp/reactor.py) or "polling" (pynetdicom's stock 1 ms sleep loops).
+    #: scp/net/reactor.py) or "polling" (pynetdicom's stock 1 ms sleep loops).
     reactor: Literal["event", "polling"] = "event"
 
 
@@ -112,7 +112,7 @@ class TlsConfig:
 
 @dataclass
 class ForwardingConfig:
-    """How the forwarder (``scp.forward``) works through its outbox."""
+    """How the forwarder (``scp.services.forwarding``) works through its outbox."""
 
     #: Seconds a claimed job stays reserved for its worker; a job whose node died
     #: mid-send is taken up again after this (longer than one C-STORE can take).
@@ -130,7 +130,7 @@ class ForwardingConfig:
 
 @dataclass
 class QueryConfig:
-    """The C-FIND SCP (``scp.find``, PS3.4 C.4.1)."""
+    """The C-FIND SCP (``scp.services.find``, PS3.4 C.4.1)."""
 
     #: Most matches one C-FIND answers; past it the query ends with 0xA700 (Refused:
     #: Out of Resources) after the first ``max_results`` pendings. 0 means no limit.

@@ -25,16 +25,16 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from scp.api.forwarding import add_forward_routes
 from scp.api.routes import build_router
 from scp.api.server import ApiServer
 from scp.config import Config
-from scp.find import FindService
-from scp.forward import Forwarder
-from scp.forward.api import add_forward_routes
-from scp.handlers import Handlers
-from scp.ingest import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, Ingestor
-from scp.security import AssociationPolicy, GuardedAssociationServer, Limits
-from scp.tls import server_context
+from scp.net.handlers import Handlers
+from scp.net.security import AssociationPolicy, GuardedAssociationServer, Limits
+from scp.net.tls import server_context
+from scp.services.find import FindService
+from scp.services.forwarding import Forwarder
+from scp.services.ingest import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, Ingestor
 from storage.db import ensure_schema, make_engine, make_session_factory
 from storage.filestore import FileStore
 from storage.queries import IndexQueries
@@ -98,7 +98,7 @@ def build_ae(cfg: Config) -> AE:
     # [security]: calling AE allow list and called AE check (PS3.8 9.3.4 reasons 3, 7).
     AssociationPolicy.from_config(cfg).apply(ae)
     ae.add_supported_context(Verification, list(ACCEPTED_TRANSFER_SYNTAXES[:4]))
-    # C-FIND SCP, Study Root (PS3.4 C.6.2): scp.find over the index.
+    # C-FIND SCP, Study Root (PS3.4 C.6.2): scp.services.find over the index.
     ae.add_supported_context(
         StudyRootQueryRetrieveInformationModelFind,
         [pyuid.ExplicitVRLittleEndian, pyuid.ImplicitVRLittleEndian],
@@ -195,7 +195,7 @@ class Node:
             self.forwarder.start()
 
     def _start_listener(self, ae: AE) -> ThreadedAssociationServer:
-        """``AE.start_server(block=False)`` with :class:`scp.security.GuardedAssociationServer`.
+        """``AE.start_server(block=False)`` with :class:`scp.net.security.GuardedAssociationServer`.
 
         Same steps as pynetdicom's ``start_server`` (ae.py): make the server, serve it
         on a daemon thread, register it with the AE (its ``shutdown`` unregisters it).

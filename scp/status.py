@@ -23,7 +23,7 @@ ERROR_CANNOT_UNDERSTAND_TOO_LARGE: Final = 0xC212
 #: Processing failure (PS3.7 C.4.2): the node failed to store or index.
 PROCESSING_FAILURE: Final = 0x0110
 
-# C-FIND (PS3.4 C.4.1.1.4, Table C.4-1): the Query/Retrieve SCP (scp.find).
+# C-FIND (PS3.4 C.4.1.1.4, Table C.4-1): the Query/Retrieve SCP (scp.services.find).
 #: Pending: a match is supplied, all keys were supported.
 FIND_PENDING: Final = 0xFF00
 #: Pending with a warning: one or more Optional Keys were not supported for existence

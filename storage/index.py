@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from scp.series.geometry import DEFAULT_TOLERANCE, SliceGeometry, Tolerance
+from scp.series import DEFAULT_TOLERANCE, SliceGeometry, Tolerance
 from storage.models import Instance, InstanceAction, InstanceFinding, Series, Study
 from storage.series_index import fold_instance_geometry, slices_to_json
 

@@ -167,7 +167,7 @@ Index("ix_series_study_modality", Series.study_id, Series.modality)
 
 
 class ForwardJob(Base):
-    """One instance to send to one destination (the outbox of ``scp.forward``).
+    """One instance to send to one destination (the outbox of ``scp.services.forwarding``).
 
     Created in the transaction that indexes the instance; ``state`` moves
     ``pending`` -> ``in_flight`` (claimed by ``claimed_by`` until ``lease_until``) ->

@@ -15,8 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from scp.series.geometry import DEFAULT_TOLERANCE, Tolerance
-from scp.series.summary import compose_series
+from scp.series import DEFAULT_TOLERANCE, Tolerance, compose_series
 from storage.models import Instance, InstanceFinding, Series, Study
 from storage.series_index import series_geometry, series_state_name
 

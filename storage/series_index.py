@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, union_all
 
-from scp.series.geometry import DEFAULT_TOLERANCE, SeriesState, SliceGeometry, Tolerance
+from scp.series import DEFAULT_TOLERANCE, SeriesState, SliceGeometry, Tolerance
 from storage.models import Instance, InstancePosition, Series
 
 #: An instance with more slices than this (enhanced multi-frame) rebuilds the series state

@@ -25,8 +25,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from sqlalchemy import select
 
 from scp import status
-from scp.find import FindService, parse_identifier
 from scp.pipeline.policy import SwapRule
+from scp.services.find import FindService, parse_identifier
 from storage.models import Instance
 from tests.conftest import REQUIRE_POSTGRES, dcmtk_env, dcmtk_tool, make_config, send_files
 from tests.dicom_factory import new_uid, write_ct

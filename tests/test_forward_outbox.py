@@ -14,8 +14,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 
 from scp.config import Destination
-from scp.forward.routing import RoutingFacts, matches, route, worst_severity
-from scp.forward.worker import contexts_for, split_batch
+from scp.services.forwarding.routing import RoutingFacts, matches, route, worst_severity
+from scp.services.forwarding.worker import contexts_for, split_batch
 from storage import outbox
 from storage.db import (
     current_revision,

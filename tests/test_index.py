@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from scp.series.geometry import SeriesState, SliceGeometry
+from scp.series import SeriesState, SliceGeometry
 from storage.db import ensure_schema, make_engine, make_session_factory, write_session
 from storage.index import ActionRow, FindingRow, IndexEntry, record_instance
 from storage.models import (

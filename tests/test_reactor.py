@@ -1,4 +1,4 @@
-"""scp.reactor: event-driven association reactors, over real associations (issue 7)."""
+"""scp.net.reactor: event-driven association reactors, over real associations (issue 7)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage, Verification
 
-from scp import reactor
+from scp.net import reactor
 from scp.status import SUCCESS
 from tests.conftest import send_files
 from tests.dicom_factory import write_ct

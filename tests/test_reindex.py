@@ -19,7 +19,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from scp import status
 from scp.config import Config, load_config
 from scp.node import Node
-from scp.reindex import (
+from scp.services.reindex import (
     RECORDED_MODIFICATION,
     REINDEX_POLICY_CHANGED,
     check_stored_file,
@@ -42,7 +42,7 @@ comma_decimal = true
 Manufacturer = "ACME CR*"
 """
 
-#: Instance fields that are not in the stored files (see scp/reindex.py).
+#: Instance fields that are not in the stored files (see scp/services/reindex.py).
 _NOT_IN_FILES = {"received_at", "receive_count", "last_received_at", "state"}
 
 

@@ -29,8 +29,8 @@ from sqlalchemy import func, select
 
 from scp import status
 from scp.config import ConfigError, SecurityConfig
-from scp.security import AssociationPolicy
-from scp.tls import client_context
+from scp.net.security import AssociationPolicy
+from scp.net.tls import client_context
 from storage.models import Instance
 from tests.conftest import dcmtk_env, dcmtk_tool, make_config, send_files
 from tests.dicom_factory import write_ct

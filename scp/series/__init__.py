@@ -31,6 +31,7 @@ from scp.series.geometry import (
     summarize_series,
     summarize_stack,
 )
+from scp.series.summary import compose_series
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -47,6 +48,7 @@ __all__ = [
     "StackState",
     "StackSummary",
     "Tolerance",
+    "compose_series",
     "evaluate_stack",
     "iop_valid",
     "match_stack",

@@ -1,7 +1,7 @@
 """The SERIES representation, composed the same way for the index and for ``check``.
 
 A series received over the network (:mod:`storage.queries`) and a folder on disk
-(:mod:`scp.check`) get the same answer because both end here.
+(:mod:`scp.services.check`) get the same answer because both end here.
 """
 
 from __future__ import annotations

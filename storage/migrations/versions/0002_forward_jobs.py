@@ -1,4 +1,4 @@
-"""forward jobs: the outbox of scp.forward (one row per instance and destination)
+"""forward jobs: the outbox of scp.services.forwarding (one row per instance and destination)
 
 Revision ID: 0002
 Revises: 0001

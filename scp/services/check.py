@@ -26,14 +26,14 @@ from scp.pipeline.model import Finding, InstanceContext, PipelineResult, Severit
 from scp.pipeline.policy import SpacingPolicy
 from scp.pipeline.record import apply_edits
 from scp.pipeline.report import raw_text
-from scp.series.geometry import (
+from scp.series import (
     DEFAULT_TOLERANCE,
     SeriesState,
     SliceGeometry,
     Tolerance,
+    compose_series,
     slices_from_dataset,
 )
-from scp.series.summary import compose_series
 from storage.header_codec import UnsupportedRewrite, encode_header
 from storage.part10 import MalformedDataset, read_received, write_part10
 

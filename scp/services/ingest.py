@@ -26,7 +26,7 @@ from scp.pipeline.model import Edit, Finding, InstanceContext, PipelineResult, S
 from scp.pipeline.policy import SpacingPolicy
 from scp.pipeline.record import apply_edits
 from scp.pipeline.report import raw_text
-from scp.series.geometry import DEFAULT_TOLERANCE, SliceGeometry, Tolerance, slices_from_dataset
+from scp.series import DEFAULT_TOLERANCE, SliceGeometry, Tolerance, slices_from_dataset
 from storage.db import write_session
 from storage.filestore import FileStore
 from storage.header_codec import UnsupportedRewrite, encode_header

@@ -63,7 +63,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scp import status
 from scp.config import Config
-from scp.ingest import Ingestor, Received, _unapplied
 from scp.pipeline import run_pipeline
 from scp.pipeline.model import Edit, Finding, InstanceContext, PipelineResult, Severity
 from scp.pipeline.record import (
@@ -71,6 +70,7 @@ from scp.pipeline.record import (
     ORIGINAL_ATTRIBUTES_SEQUENCE,
     element_text,
 )
+from scp.services.ingest import Ingestor, Received, _unapplied
 from storage.db import ensure_schema, make_engine, make_session_factory, write_session
 from storage.filestore import FileStore
 from storage.index import ActionRow, record_instance
@@ -316,7 +316,7 @@ def _not_applied(result: PipelineResult, why: str) -> PipelineResult:
 
 
 class Reindexer:
-    """Indexes stored files with the node's own code (:class:`scp.ingest.Ingestor`)."""
+    """Indexes stored files with the node's own code (:class:`scp.services.ingest.Ingestor`)."""
 
     def __init__(self, cfg: Config, sessions: sessionmaker[Session], store: FileStore) -> None:
         self.cfg = cfg

@@ -308,7 +308,7 @@ def cmd_series(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else load_config(None)
-    from scp.check import run_check
+    from scp.services.check import run_check
 
     try:
         items, series, skipped = run_check(
@@ -360,7 +360,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
-    from scp.reindex import run_cli
+    from scp.services.reindex import run_cli
 
     return run_cli(_config(args))
 
@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--series", help="only this SeriesInstanceUID")
         p.set_defaults(func=lambda a, w=what: _list(a, w))
 
-    from scp.forward.cli import add_forward_parser
+    from scp.cli.forward import add_forward_parser
 
     add_forward_parser(sub, _add_config_options, _config)
 

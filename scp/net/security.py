@@ -19,7 +19,7 @@ PS3.8 9.3.4 (result / source / reason-diag):
 * More associations than ``node.max_associations`` get pynetdicom's transient (2),
   service-provider presentation (3), reason 2 *local-limit-exceeded*.
 
-Every rejection is logged with the peer address (``scp.handlers.Handlers.on_rejected``).
+Every rejection is logged with the peer address (``scp.net.handlers.Handlers.on_rejected``).
 
 Transport protections (:class:`GuardedAssociationServer`, a documented subclass of
 ``pynetdicom.transport.ThreadedAssociationServer``, passed as ``server_class`` to
@@ -60,9 +60,9 @@ from typing import Any
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
-from scp import reactor
-from scp import tls as tls_mod
 from scp.config import Config, ConfigError, SecurityConfig
+from scp.net import reactor
+from scp.net import tls as tls_mod
 
 log = logging.getLogger("spacing_scp.security")
 
@@ -384,7 +384,7 @@ class Limits:
     shared_listener: bool = False
     #: In an extra receiving process: the first process's listening socket, inherited.
     listen_fd: int | None = None
-    #: Event-driven association reactors (:mod:`scp.reactor`) instead of pynetdicom's
+    #: Event-driven association reactors (:mod:`scp.net.reactor`) instead of pynetdicom's
     #: polling ones.
     event_reactor: bool = True
 

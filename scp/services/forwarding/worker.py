@@ -49,10 +49,10 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from scp import status as dimse
 from scp.config import Config, Destination
-from scp.egress import result_from_index, write_annotated
-from scp.forward.routing import facts_from_entry, route
 from scp.metrics import METRICS
 from scp.pipeline.model import PipelineResult
+from scp.services.forwarding.egress import result_from_index, write_annotated
+from scp.services.forwarding.routing import facts_from_entry, route
 from storage import outbox
 from storage.db import write_session
 from storage.filestore import FileStore

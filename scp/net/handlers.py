@@ -1,8 +1,8 @@
 """pynetdicom event handlers: C-ECHO, C-STORE, and association logging.
 
-The C-STORE handler only maps the event to :class:`scp.ingest.Received` and the
-:class:`scp.ingest.Outcome` to a DIMSE status (PS3.4 B.2.3); the work is in
-:mod:`scp.ingest`.
+The C-STORE handler only maps the event to :class:`scp.services.ingest.Received` and the
+:class:`scp.services.ingest.Outcome` to a DIMSE status (PS3.4 B.2.3); the work is in
+:mod:`scp.services.ingest`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 
 from scp import status
-from scp.find import FindResponse, FindService
-from scp.ingest import Ingestor, Received
 from scp.metrics import METRICS
-from scp.security import describe_rejection
+from scp.net.security import describe_rejection
+from scp.services.find import FindResponse, FindService
+from scp.services.ingest import Ingestor, Received
 
 log = logging.getLogger("spacing_scp.association")
 inst_log = logging.getLogger("spacing_scp.instance")
@@ -59,7 +59,7 @@ class Handlers:
 
     def __init__(self, ingestor: Ingestor, find: FindService | None = None) -> None:
         self.ingestor = ingestor
-        #: The C-FIND SCP (:mod:`scp.find`); the node sets it once its queries exist.
+        #: The C-FIND SCP (:mod:`scp.services.find`); the node sets it once its queries exist.
         self.find = find
         self._stats: weakref.WeakKeyDictionary[Any, AssociationStats] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
@@ -161,7 +161,8 @@ class Handlers:
         return rsp
 
     def on_find(self, event: Any) -> Iterator[FindResponse]:
-        """C-FIND, Study Root (PS3.4 C.4.1, C.6.2): answered by :class:`scp.find.FindService`."""
+        """C-FIND, Study Root (PS3.4 C.4.1, C.6.2): answered by
+        :class:`scp.services.find.FindService`."""
         if self.find is None:
             yield status.FIND_ERROR_UNABLE_TO_PROCESS, None
             return
