@@ -21,9 +21,10 @@ from typing import Any
 from scp.api.routes import build_router
 from scp.api.server import ApiServer
 from scp.series import SliceGeometry
+from scp.services.indexing import InstanceEntry, index_instance
+from scp.services.series_query import IndexQueries
 from storage.db import ensure_schema, make_engine, make_session_factory, write_session
-from storage.index import FindingRow, IndexEntry, record_instance
-from storage.queries import IndexQueries
+from storage.index import FindingRow
 
 ROOT = "1.2.826.0.1.3680043.8.498.99"
 
@@ -56,7 +57,7 @@ def populate(url: str, n_series: int, per_series: int = 3) -> tuple[list[str], l
                                 "suspect reversed (rule 7)",
                             )
                         )
-                    entry = IndexEntry(
+                    entry = InstanceEntry(
                         study_instance_uid=study,
                         series_instance_uid=series,
                         sop_instance_uid=sop,
@@ -91,7 +92,7 @@ def populate(url: str, n_series: int, per_series: int = 3) -> tuple[list[str], l
                             )
                         ],
                     )
-                    record_instance(session, entry)
+                    index_instance(session, entry)
         rng.random()
     engine.dispose()
     return series_uids, sop_uids

@@ -35,9 +35,9 @@ from scp.net.tls import server_context
 from scp.services.find import FindService
 from scp.services.forwarding import Forwarder
 from scp.services.ingest import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, Ingestor
+from scp.services.series_query import IndexQueries
 from storage.db import ensure_schema, make_engine, make_session_factory
 from storage.filestore import FileStore
-from storage.queries import IndexQueries
 
 log = logging.getLogger("spacing_scp.node")
 

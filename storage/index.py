@@ -1,9 +1,13 @@
-"""Writing instances into the index and reading it back.
+"""Writing instances into the index.
 
 Each received instance is indexed in one short write transaction
 (:func:`storage.db.write_session`): its study and series are created or
 updated, the instance row is inserted or (for a resend of the same SOP
 Instance UID) replaced, with its findings and actions.
+
+The series geometry is domain code: :func:`record_instance` asks the caller's
+:class:`GeometryFold` (implemented by :mod:`scp.services.indexing`) for each touched
+series' new geometry state, under the series lock, and writes what it returns.
 """
 
 from __future__ import annotations
@@ -12,16 +16,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection, Integer, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from scp.series import DEFAULT_TOLERANCE, SliceGeometry, Tolerance
 from storage.models import Instance, InstanceAction, InstanceFinding, Series, Study
-from storage.series_index import fold_instance_geometry, slices_to_json
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,37 @@ class IndexEntry:
     peer_address: str | None = None
     findings: list[FindingRow] = field(default_factory=list)
     actions: list[ActionRow] = field(default_factory=list)
-    slices: list[SliceGeometry] = field(default_factory=list)
+    #: The instance's slice geometry as JSON rows (one per slice or frame; see
+    #: :mod:`storage.positions`), ``None`` without plane geometry.
+    geometry: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class SeriesGeometryChange:
+    """What :func:`record_instance` asks a :class:`GeometryFold` to fold into one series."""
+
+    series_id: int
+    #: The series' stored geometry state (JSON), read under its lock; ``None`` when the
+    #: series has none yet or is not the entry's (another series losing a resent instance).
+    geometry_state: str | None
+    instance_id: int
+    #: The entry's slices join this series (a new instance, or a resend that changed them).
+    adds_instance: bool
+    #: Rebuild the state from every instance of the series instead of folding one in.
+    rebuild: bool
+
+
+class GeometryFold(Protocol):
+    """Computes a series' new geometry state inside the index transaction.
+
+    Returns ``(geometry_state, finding_codes)``: the state as JSON (``None``: none) and the
+    series finding codes as ``",CODE,CODE,"`` (``""`` when none), both written to the
+    series row.  It may read and write position rows (:mod:`storage.positions`) on ``conn``.
+    """
+
+    def __call__(
+        self, conn: Connection, change: SeriesGeometryChange
+    ) -> tuple[str | None, str]: ...
 
 
 _STUDY_FIELDS = (
@@ -259,7 +291,7 @@ def _instance_values(entry: IndexEntry, series_id: int) -> dict[str, Any]:
         (name, value) for name, value in entry.instance.items() if name in _INSTANCE_HEADER_SET
     )
     values["verdict"] = entry.instance.get("verdict") or "ok"
-    values["geometry"] = slices_to_json(entry.slices) if entry.slices else None
+    values["geometry"] = entry.geometry or None
     return values
 
 
@@ -269,7 +301,7 @@ def _same_json(stored: Any, new: Any) -> bool:
 
 
 def record_instance(
-    session: Session, entry: IndexEntry, tolerance: Tolerance = DEFAULT_TOLERANCE
+    session: Session, entry: IndexEntry, fold: GeometryFold
 ) -> tuple[IndexedInstance, bool]:
     """Insert or replace the instance, update its study, series and series geometry; return
     the instance row and whether it was a resend.
@@ -278,7 +310,7 @@ def record_instance(
     connection, without the ORM: objects the session holds are not refreshed.  A resend (the
     SOP Instance UID is indexed already) replaces the row's values, findings and actions,
     counts one more reception, moves the instance (and its counts) to the entry's series if
-    that changed, and rebuilds the geometry of the series concerned.
+    that changed, and has ``fold`` rebuild the geometry of the series concerned.
     """
     session.flush()  # pending ORM changes first: the statements below bypass the session
     conn = session.connection()
@@ -341,14 +373,15 @@ def record_instance(
         )
     for target, (count_delta, corrected_delta) in deltas.items():
         mine = target == series_id
-        state, codes = fold_instance_geometry(
+        state, codes = fold(
             conn,
-            target,
-            geometry_state if mine else None,
-            instance_id,
-            entry.slices if mine and not same_geometry else (),
-            resend=resend and not same_geometry,
-            tolerance=tolerance,
+            SeriesGeometryChange(
+                series_id=target,
+                geometry_state=geometry_state if mine else None,
+                instance_id=instance_id,
+                adds_instance=mine and not same_geometry,
+                rebuild=resend and not same_geometry,
+            ),
         )
         conn.execute(
             _SERIES_FINISH,

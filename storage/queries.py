@@ -1,4 +1,6 @@
-"""Read models of the index for the HTTP API, the CLI and C-FIND: SERIES and INSTANCE.
+"""Reading the index: the rows behind SERIES and INSTANCE, studies, cursors.
+
+The series representation itself is composed by :mod:`scp.services.series_query`.
 
 Pages use keyset pagination on the row id (an opaque cursor), so a page costs
 the same at the first and the ten-thousandth series.
@@ -9,18 +11,16 @@ from __future__ import annotations
 import base64
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from scp.series import DEFAULT_TOLERANCE, Tolerance, compose_series
 from storage.models import Instance, InstanceFinding, Series, Study
-from storage.series_index import series_geometry, series_state_name
 
 MAX_LIMIT = 1000
-STATES = ("receiving", "settled")
 
 
 class NotFound(LookupError):
@@ -54,7 +54,7 @@ def parse_limit(value: str | None, default: int = 100) -> int:
     return limit
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:
@@ -62,200 +62,166 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat()
 
 
-class IndexQueries:
-    """Queries over one session factory's index, with the node's series settings."""
+@dataclass
+class SeriesAggregates:
+    """What the instances of a page of series add to each series row (one query each)."""
 
-    def __init__(self, quiet_seconds: float, tolerance: Tolerance = DEFAULT_TOLERANCE) -> None:
-        self.quiet_seconds = quiet_seconds
-        self.tolerance = tolerance
+    #: series id -> ``{"code", "severity", "count", "message"}`` of its instances' findings
+    findings: dict[int, list[dict[str, Any]]]
+    #: series id -> the most common effective in-plane spacing of its instances:
+    #: ``(row mm, column mm, source, instance count)``
+    spacing: dict[int, tuple[float | None, float | None, str | None, int]]
+    #: series id -> number of distinct effective in-plane spacings among its instances
+    distinct_spacings: dict[int, int]
 
-    # -- series ------------------------------------------------------------------------------
-    def list_series(
-        self,
-        session: Session,
-        *,
-        study_instance_uid: str | None = None,
-        modality: str | None = None,
-        code: str | None = None,
-        state: str | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        query = select(Series, Study.study_instance_uid).join(Study, Series.study_id == Study.id)
-        if study_instance_uid:
-            query = query.where(Study.study_instance_uid == study_instance_uid)
-        if modality:
-            query = query.where(Series.modality == modality)
-        if code:
-            # Series codes (geometry, recomputed per instance) or any instance's finding;
-            # the instance side is one uncorrelated look-up on ix_instance_findings_code.
-            with_instance_finding = (
-                select(Instance.series_id)
-                .join(InstanceFinding, InstanceFinding.instance_id == Instance.id)
-                .where(InstanceFinding.code == code)
-            )
-            query = query.where(
-                Series.finding_codes.contains(f",{code},") | Series.id.in_(with_instance_finding)
-            )
-        if state:
-            if state not in STATES:
-                raise ValueError(f"state must be one of {', '.join(STATES)}")
-            boundary = datetime.now(UTC) - timedelta(seconds=self.quiet_seconds)
-            query = query.where(
-                Series.last_received_at > boundary
-                if state == "receiving"
-                else Series.last_received_at <= boundary
-            )
-        if cursor:
-            query = query.where(Series.id < decode_cursor(cursor))
-        rows = session.execute(query.order_by(Series.id.desc()).limit(limit + 1)).all()
-        page = rows[:limit]
-        items = self.series_dicts(session, [(s, uid) for s, uid in page])
-        next_cursor = encode_cursor(page[-1][0].id) if len(rows) > limit else None
-        return items, next_cursor
 
-    def get_series(self, session: Session, series_instance_uid: str) -> dict[str, Any]:
-        row = session.execute(
-            select(Series, Study.study_instance_uid)
-            .join(Study, Series.study_id == Study.id)
-            .where(Series.series_instance_uid == series_instance_uid)
-        ).first()
-        if row is None:
-            raise NotFound(f"no series {series_instance_uid}")
-        return self.series_dicts(session, [(row[0], row[1])])[0]
+def select_series_page(
+    session: Session,
+    *,
+    study_instance_uid: str | None = None,
+    modality: str | None = None,
+    code: str | None = None,
+    received_after: datetime | None = None,
+    received_at_or_before: datetime | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> tuple[list[tuple[Series, str]], str | None]:
+    """One page of series, newest first, with their Study Instance UID, and the cursor of
+    the next page (``None`` on the last).  ``code`` matches a series finding code or any of
+    its instances' finding codes; the ``received_*`` bounds compare the series' last
+    reception time."""
+    query = select(Series, Study.study_instance_uid).join(Study, Series.study_id == Study.id)
+    if study_instance_uid:
+        query = query.where(Study.study_instance_uid == study_instance_uid)
+    if modality:
+        query = query.where(Series.modality == modality)
+    if code:
+        # Series codes (geometry, recomputed per instance) or any instance's finding;
+        # the instance side is one uncorrelated look-up on ix_instance_findings_code.
+        with_instance_finding = (
+            select(Instance.series_id)
+            .join(InstanceFinding, InstanceFinding.instance_id == Instance.id)
+            .where(InstanceFinding.code == code)
+        )
+        query = query.where(
+            Series.finding_codes.contains(f",{code},") | Series.id.in_(with_instance_finding)
+        )
+    if received_after is not None:
+        query = query.where(Series.last_received_at > received_after)
+    if received_at_or_before is not None:
+        query = query.where(Series.last_received_at <= received_at_or_before)
+    if cursor:
+        query = query.where(Series.id < decode_cursor(cursor))
+    rows = session.execute(query.order_by(Series.id.desc()).limit(limit + 1)).all()
+    page = [(s, uid) for s, uid in rows[:limit]]
+    next_cursor = encode_cursor(page[-1][0].id) if len(rows) > limit else None
+    return page, next_cursor
 
-    def series_dicts(
-        self, session: Session, rows: Sequence[tuple[Series, str]]
-    ) -> list[dict[str, Any]]:
-        if not rows:
-            return []
-        ids = [s.id for s, _ in rows]
-        # Instance findings aggregated per series (one query for the page).
-        agg: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for series_id, code, severity, count, message in session.execute(
+
+def select_series(session: Session, series_instance_uid: str) -> tuple[Series, str]:
+    """The series row and its Study Instance UID; :class:`NotFound` when not indexed."""
+    row = session.execute(
+        select(Series, Study.study_instance_uid)
+        .join(Study, Series.study_id == Study.id)
+        .where(Series.series_instance_uid == series_instance_uid)
+    ).first()
+    if row is None:
+        raise NotFound(f"no series {series_instance_uid}")
+    return row[0], row[1]
+
+
+def series_aggregates(session: Session, ids: Sequence[int]) -> SeriesAggregates:
+    """Instance findings, spacing consensus and distinct spacings of the given series."""
+    agg: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for series_id, code, severity, count, message in session.execute(
+        select(
+            Instance.series_id,
+            InstanceFinding.code,
+            InstanceFinding.severity,
+            func.count(InstanceFinding.id),
+            func.min(InstanceFinding.message),
+        )
+        .join(Instance, InstanceFinding.instance_id == Instance.id)
+        .where(Instance.series_id.in_(ids))
+        .group_by(Instance.series_id, InstanceFinding.code, InstanceFinding.severity)
+    ):
+        agg[series_id].append(
+            {"code": code, "severity": severity, "count": count, "message": message}
+        )
+    spacing: dict[int, tuple[float | None, float | None, str | None, int]] = {}
+    for series_id, row_mm, col_mm, source, count in session.execute(
+        select(
+            Instance.series_id,
+            Instance.pixel_spacing_row_mm,
+            Instance.pixel_spacing_column_mm,
+            Instance.spacing_source,
+            func.count(Instance.id),
+        )
+        .where(Instance.series_id.in_(ids))
+        .group_by(
+            Instance.series_id,
+            Instance.pixel_spacing_row_mm,
+            Instance.pixel_spacing_column_mm,
+            Instance.spacing_source,
+        )
+    ):
+        best = spacing.get(series_id)
+        if best is None or count > best[3] or (best[0] is None and row_mm is not None):
+            spacing[series_id] = (row_mm, col_mm, source, count)
+    distinct = {
+        int(series_id): int(n)
+        for series_id, n in session.execute(
             select(
                 Instance.series_id,
-                InstanceFinding.code,
-                InstanceFinding.severity,
-                func.count(InstanceFinding.id),
-                func.min(InstanceFinding.message),
-            )
-            .join(Instance, InstanceFinding.instance_id == Instance.id)
-            .where(Instance.series_id.in_(ids))
-            .group_by(Instance.series_id, InstanceFinding.code, InstanceFinding.severity)
-        ):
-            agg[series_id].append(
-                {"code": code, "severity": severity, "count": count, "message": message}
-            )
-        # Consensus of the instances' effective in-plane spacing and its source.
-        spacing: dict[int, tuple[float | None, float | None, str | None, int]] = {}
-        for series_id, row_mm, col_mm, source, count in session.execute(
-            select(
-                Instance.series_id,
-                Instance.pixel_spacing_row_mm,
-                Instance.pixel_spacing_column_mm,
-                Instance.spacing_source,
-                func.count(Instance.id),
+                func.count(
+                    func.distinct(
+                        func.coalesce(Instance.pixel_spacing_row_mm, -1.0) * 1000003.0
+                        + func.coalesce(Instance.pixel_spacing_column_mm, -1.0)
+                    )
+                ),
             )
             .where(Instance.series_id.in_(ids))
-            .group_by(
-                Instance.series_id,
-                Instance.pixel_spacing_row_mm,
-                Instance.pixel_spacing_column_mm,
-                Instance.spacing_source,
-            )
-        ):
-            best = spacing.get(series_id)
-            if best is None or count > best[3] or (best[0] is None and row_mm is not None):
-                spacing[series_id] = (row_mm, col_mm, source, count)
-        distinct = dict(
-            session.execute(
-                select(
-                    Instance.series_id,
-                    func.count(
-                        func.distinct(
-                            func.coalesce(Instance.pixel_spacing_row_mm, -1.0) * 1000003.0
-                            + func.coalesce(Instance.pixel_spacing_column_mm, -1.0)
-                        )
-                    ),
-                )
-                .where(Instance.series_id.in_(ids))
-                .group_by(Instance.series_id)
-            ).all()
+            .group_by(Instance.series_id)
         )
-        return [
-            self._series_dict(
-                s, study_uid, agg.get(s.id, []), spacing.get(s.id), distinct.get(s.id, 0)
-            )
-            for s, study_uid in rows
-        ]
+    }
+    return SeriesAggregates(dict(agg), spacing, distinct)
 
-    def _series_dict(
-        self,
-        s: Series,
-        study_uid: str,
-        instance_findings: list[dict[str, Any]],
-        spacing: tuple[float | None, float | None, str | None, int] | None,
-        distinct_spacings: int,
-    ) -> dict[str, Any]:
-        state = series_state_name(s, self.quiet_seconds)
-        return compose_series(
-            fields={
-                "series_instance_uid": s.series_instance_uid,
-                "study_instance_uid": study_uid,
-                "modality": s.modality,
-                "series_number": s.series_number,
-                "series_description": s.series_description,
-                "manufacturer": s.manufacturer,
-                "manufacturer_model_name": s.manufacturer_model_name,
-                "station_name": s.station_name,
-                "instance_count": s.instance_count,
-                "corrected_instances": s.corrected_instances,
-                "last_received_at": _iso(s.last_received_at),
-            },
-            state=state,
-            geometry=series_geometry(s, state == "receiving", self.tolerance),
-            instance_findings=instance_findings,
-            spacing=spacing[:3] if spacing else None,
-            spacing_consistent=distinct_spacings <= 1,
-        )
 
-    # -- instances ---------------------------------------------------------------------------
-    def list_instances(
-        self,
-        session: Session,
-        series_instance_uid: str,
-        *,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        series = session.scalar(
-            select(Series).where(Series.series_instance_uid == series_instance_uid)
-        )
-        if series is None:
-            raise NotFound(f"no series {series_instance_uid}")
-        query = (
-            select(Instance)
-            .where(Instance.series_id == series.id)
-            .options(selectinload(Instance.findings), selectinload(Instance.actions))
-        )
-        if cursor:
-            query = query.where(Instance.id > decode_cursor(cursor))
-        rows = session.scalars(query.order_by(Instance.id).limit(limit + 1)).all()
-        page = rows[:limit]
-        items = [instance_dict(i, series_instance_uid) for i in page]
-        return items, (encode_cursor(page[-1].id) if len(rows) > limit else None)
+def list_instances(
+    session: Session,
+    series_instance_uid: str,
+    *,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a series' INSTANCEs in arrival order; :class:`NotFound` for no series."""
+    series = session.scalar(select(Series).where(Series.series_instance_uid == series_instance_uid))
+    if series is None:
+        raise NotFound(f"no series {series_instance_uid}")
+    query = (
+        select(Instance)
+        .where(Instance.series_id == series.id)
+        .options(selectinload(Instance.findings), selectinload(Instance.actions))
+    )
+    if cursor:
+        query = query.where(Instance.id > decode_cursor(cursor))
+    rows = session.scalars(query.order_by(Instance.id).limit(limit + 1)).all()
+    page = rows[:limit]
+    items = [instance_dict(i, series_instance_uid) for i in page]
+    return items, (encode_cursor(page[-1].id) if len(rows) > limit else None)
 
-    def get_instance(self, session: Session, sop_instance_uid: str) -> dict[str, Any]:
-        row = session.execute(
-            select(Instance, Series.series_instance_uid)
-            .join(Series, Instance.series_id == Series.id)
-            .where(Instance.sop_instance_uid == sop_instance_uid)
-            .options(selectinload(Instance.findings), selectinload(Instance.actions))
-        ).first()
-        if row is None:
-            raise NotFound(f"no instance {sop_instance_uid}")
-        return instance_dict(row[0], row[1])
+
+def get_instance(session: Session, sop_instance_uid: str) -> dict[str, Any]:
+    """One INSTANCE; :class:`NotFound` when not indexed."""
+    row = session.execute(
+        select(Instance, Series.series_instance_uid)
+        .join(Series, Instance.series_id == Series.id)
+        .where(Instance.sop_instance_uid == sop_instance_uid)
+        .options(selectinload(Instance.findings), selectinload(Instance.actions))
+    ).first()
+    if row is None:
+        raise NotFound(f"no instance {sop_instance_uid}")
+    return instance_dict(row[0], row[1])
 
 
 def instance_dict(inst: Instance, series_uid: str) -> dict[str, Any]:
@@ -267,7 +233,7 @@ def instance_dict(inst: Instance, series_uid: str) -> dict[str, Any]:
         "transfer_syntax_uid": inst.transfer_syntax_uid,
         "instance_number": inst.instance_number,
         "calling_ae_title": inst.calling_ae_title,
-        "received_at": _iso(inst.received_at),
+        "received_at": iso(inst.received_at),
         "receive_count": inst.receive_count,
         "status": inst.status,
         "size_bytes": inst.size_bytes,

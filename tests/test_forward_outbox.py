@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from scp.config import Destination
 from scp.services.forwarding.routing import RoutingFacts, matches, route, worst_severity
 from scp.services.forwarding.worker import contexts_for, split_batch
+from scp.services.indexing import InstanceEntry, index_instance
 from storage import outbox
 from storage.db import (
     current_revision,
@@ -26,13 +27,15 @@ from storage.db import (
     upgrade,
     write_session,
 )
-from storage.index import FindingRow, IndexEntry, record_instance
+from storage.index import FindingRow
 from storage.models import ForwardJob
 from tests.dicom_factory import new_uid
 
 
-def _entry(modality: str = "CT", severity: str | None = None, calling: str = "CT1") -> IndexEntry:
-    return IndexEntry(
+def _entry(
+    modality: str = "CT", severity: str | None = None, calling: str = "CT1"
+) -> InstanceEntry:
+    return InstanceEntry(
         study_instance_uid=new_uid(),
         series_instance_uid=new_uid(),
         sop_instance_uid=new_uid(),
@@ -61,7 +64,7 @@ def _instances(sessions: sessionmaker[Session], n: int, dest: str = "pacs") -> l
     ids = []
     with write_session(sessions) as session:
         for _ in range(n):
-            inst, _ = record_instance(session, _entry())
+            inst, _ = index_instance(session, _entry())
             outbox.enqueue(session, inst.id, [dest])
             ids.append(inst.id)
     return ids

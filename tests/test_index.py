@@ -15,8 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scp.series import SeriesState, SliceGeometry
+from scp.services.indexing import InstanceEntry, index_instance, slices_from_json
 from storage.db import ensure_schema, make_engine, make_session_factory, write_session
-from storage.index import ActionRow, FindingRow, IndexEntry, record_instance
+from storage.index import ActionRow, FindingRow
 from storage.models import (
     Instance,
     InstanceAction,
@@ -25,7 +26,7 @@ from storage.models import (
     Series,
     Study,
 )
-from storage.series_index import neighbours, slices_from_json
+from storage.positions import neighbours
 from tests.dicom_factory import new_uid
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -57,8 +58,8 @@ def _slice(sop: str, z: float, frame: int | None = None) -> SliceGeometry:
 
 def _entry(
     study_uid: str, series_uid: str, sop: str, z: float | None, second: int = 0, **kw: Any
-) -> IndexEntry:
-    return IndexEntry(
+) -> InstanceEntry:
+    return InstanceEntry(
         study_instance_uid=study_uid,
         series_instance_uid=series_uid,
         sop_instance_uid=sop,
@@ -113,7 +114,7 @@ def test_new_instances_then_resends_in_place_and_into_another_series(
                 actions=[ActionRow("A1", "r", "PixelSpacing", "0028,0030", "1", "2")],
                 original_path=f"o/{sop}" if i % 2 else None,
             )
-            indexed, resend = record_instance(session, entry)
+            indexed, resend = index_instance(session, entry)
             assert not resend and not indexed.resend
     with sessions() as session:
         ser = _series(session, first)
@@ -131,7 +132,7 @@ def test_new_instances_then_resends_in_place_and_into_another_series(
     # a header value the entry does not carry stays as it was
     with write_session(sessions) as session:
         entry = _entry(study, first, sops[1], 3.0, 10, instance={"verdict": None})
-        indexed, resend = record_instance(session, entry)
+        indexed, resend = index_instance(session, entry)
         assert resend and indexed.resend
     with sessions() as session:
         ser = _series(session, first)
@@ -147,7 +148,7 @@ def test_new_instances_then_resends_in_place_and_into_another_series(
 
     # a resend into another series: counts and geometry move with it
     with write_session(sessions) as session:
-        record_instance(session, _entry(study, second, sops[3], 0.0, 11))
+        index_instance(session, _entry(study, second, sops[3], 0.0, 11))
     with sessions() as session:
         old, new = _series(session, first), _series(session, second)
         assert (old.instance_count, old.corrected_instances) == (4, 0)
@@ -170,7 +171,7 @@ def test_neighbour_look_up_matches_a_scan(sessions: sessionmaker[Session]) -> No
     zs = [rng.randrange(30) * 1.25 for _ in range(60)]  # duplicates included
     with write_session(sessions) as session:
         for i, z in enumerate(zs):
-            record_instance(session, _entry(study, series, new_uid(), z, i))
+            index_instance(session, _entry(study, series, new_uid(), z, i))
     with sessions() as session:
         ser = _series(session, series)
         rows = session.execute(
@@ -201,7 +202,7 @@ def test_concurrent_writers_of_one_new_series(database_url: str) -> None:
         try:
             for i, z in enumerate(zs):
                 with write_session(factory) as session:
-                    record_instance(session, _entry(study, series, new_uid(), z, n * 100 + i))
+                    index_instance(session, _entry(study, series, new_uid(), z, n * 100 + i))
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 

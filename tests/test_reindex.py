@@ -26,10 +26,10 @@ from scp.services.reindex import (
     file_meta_problems,
     reindex,
 )
+from scp.services.series_query import IndexQueries
 from storage.db import make_engine, make_session_factory
 from storage.filestore import FileStore
 from storage.part10 import read_received
-from storage.queries import IndexQueries
 from tests.conftest import send_files
 from tests.dicom_factory import ct_dataset, new_uid, set_raw, write
 

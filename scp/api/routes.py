@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from scp import __version__
 from scp.api.server import Problem, Request, Response, Router
 from scp.metrics import METRICS
+from scp.services.series_query import IndexQueries
 from storage.models import Instance, Series, Study
-from storage.queries import IndexQueries, NotFound, parse_limit
+from storage.queries import NotFound, parse_limit
 
 
 def build_router(

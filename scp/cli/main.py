@@ -276,7 +276,7 @@ def _print_series_detail(s: dict[str, Any]) -> None:
 
 def cmd_series(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    from storage.queries import IndexQueries, NotFound
+    from scp.services.series_query import IndexQueries, NotFound
 
     sessions = _open_index(cfg)
     queries = IndexQueries(cfg.series.quiet_seconds, cfg.tolerance)

@@ -69,8 +69,8 @@ from sqlalchemy.orm import Session, aliased, defer, sessionmaker
 from scp import status
 from scp.metrics import METRICS
 from scp.pipeline.ds import DS_MAX_BYTES, DS_PATTERN, format_ds
+from scp.services.series_query import IndexQueries
 from storage.models import Instance, InstanceAction, Series, Study
-from storage.queries import IndexQueries
 
 log = logging.getLogger("spacing_scp.find")
 

@@ -27,10 +27,11 @@ from scp.pipeline.policy import SpacingPolicy
 from scp.pipeline.record import apply_edits
 from scp.pipeline.report import raw_text
 from scp.series import DEFAULT_TOLERANCE, SliceGeometry, Tolerance, slices_from_dataset
+from scp.services.indexing import InstanceEntry, index_instance
 from storage.db import write_session
 from storage.filestore import FileStore
 from storage.header_codec import UnsupportedRewrite, encode_header
-from storage.index import ActionRow, FindingRow, IndexedInstance, IndexEntry, record_instance
+from storage.index import ActionRow, FindingRow, IndexedInstance
 from storage.part10 import (
     MalformedDataset,
     ReceivedFile,
@@ -147,7 +148,7 @@ class Ingestor:
         #: Called inside the transaction that indexes an instance (forwarding queues its
         #: jobs there, so an instance answered Success always has them).
         self.on_indexed: (
-            Callable[[Session, IndexedInstance, IndexEntry, PipelineResult], None] | None
+            Callable[[Session, IndexedInstance, InstanceEntry, PipelineResult], None] | None
         ) = None
 
     def ingest(self, rcv: Received) -> Outcome:
@@ -244,12 +245,12 @@ class Ingestor:
             self.store.commit(pending)
         return Outcome(code, sop_uid, resend=resend, stored_path=pending.path, result=result)
 
-    def _index(self, entry: IndexEntry, result: PipelineResult) -> bool:
+    def _index(self, entry: InstanceEntry, result: PipelineResult) -> bool:
         """One short write transaction; retried when it lost a race with another writer."""
         for attempt in range(INDEX_ATTEMPTS):
             try:
                 with write_session(self.sessions) as session:
-                    instance, resend = record_instance(session, entry, self.tolerance)
+                    instance, resend = index_instance(session, entry, self.tolerance)
                     if self.on_indexed is not None:
                         self.on_indexed(session, instance, entry, result)
                 return resend
@@ -338,9 +339,9 @@ class Ingestor:
         sop_class: str,
         study_uid: str,
         series_uid: str,
-    ) -> IndexEntry:
+    ) -> InstanceEntry:
         eff = result.effective
-        return IndexEntry(
+        return InstanceEntry(
             study_instance_uid=study_uid,
             series_instance_uid=series_uid,
             sop_instance_uid=normalize_uid(rcv.sop_instance_uid),

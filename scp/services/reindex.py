@@ -70,10 +70,11 @@ from scp.pipeline.record import (
     ORIGINAL_ATTRIBUTES_SEQUENCE,
     element_text,
 )
+from scp.services.indexing import index_instance
 from scp.services.ingest import Ingestor, Received, _unapplied
 from storage.db import ensure_schema, make_engine, make_session_factory, write_session
 from storage.filestore import FileStore
-from storage.index import ActionRow, record_instance
+from storage.index import ActionRow
 from storage.models import Instance
 from storage.part10 import MalformedDataset, ReceivedFile, read_received
 from storage.uids import InvalidUID, check_uid, normalize_uid
@@ -411,7 +412,7 @@ class Reindexer:
         entry.peer_address = None
         entry.received_at = datetime.fromtimestamp(path.stat().st_mtime, UTC)
         with write_session(self.sessions) as session:
-            record_instance(session, entry, self.cfg.tolerance)
+            index_instance(session, entry, self.cfg.tolerance)
         return disagrees
 
     def _record_wins(self, stored: Dataset, item: Dataset, ctx: InstanceContext) -> PipelineResult:
