@@ -16,16 +16,17 @@ are computed per batch, in the batch's session, with one query per kind of value
   edit of the top-level element (a swap rule, a reformat), otherwise the value as
   received -- as text, not re-formatted; zero length when absent or not a valid DS.
 
-The SERIES values come from the same series summary the HTTP API serves
-(:meth:`storage.queries.IndexQueries.series_dicts`).  Values are DS text (PS3.5 6.2) in
+The SERIES values come from the same series summary the HTTP API serves (the node wires
+in its ``IndexQueries``, a :class:`SeriesSummaries`).  Values are DS text (PS3.5 6.2) in
 mm, ``None`` when unknown.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -33,7 +34,18 @@ from sqlalchemy.orm import Session
 from scp.pipeline.ds import DS_MAX_BYTES, DS_PATTERN, format_ds
 from scp.services.find.keys import KeyDef, Level
 from storage.models import Instance, InstanceAction, Series, Study
-from storage.queries import IndexQueries
+
+
+class SeriesSummaries(Protocol):
+    """Where the SERIES summaries come from: the node's ``IndexQueries``."""
+
+    def series_dicts(
+        self, session: Session, rows: Sequence[tuple[Series, str]]
+    ) -> list[dict[str, Any]]:
+        """The summary of each ``(series, study_instance_uid)`` row, in ``session``:
+        ``series_instance_uid``, ``slice_spacing["mm"]``, ``slice_thickness_mm`` and
+        ``pixel_spacing`` (``consistent``, ``source``, ``row_mm``, ``column_mm``), mm."""
+        ...
 
 
 @dataclass
@@ -69,7 +81,7 @@ class Hit:
 
 
 def compute(
-    session: Session, queries: IndexQueries, level: Level, wanted: set[str], hits: list[Hit]
+    session: Session, queries: SeriesSummaries, level: Level, wanted: set[str], hits: list[Hit]
 ) -> None:
     """Fill :attr:`Hit.computed` for a batch of ``level`` hits with the ``wanted`` keys
     (:attr:`scp.services.find.identifier.FindRequest.wanted`)."""
@@ -115,7 +127,7 @@ def _study_values(session: Session, hits: list[Hit], wanted: set[str]) -> None:
         hit.computed["NumberOfStudyRelatedInstances"] = n_instances
 
 
-def _series_values(session: Session, queries: IndexQueries, hits: list[Hit]) -> None:
+def _series_values(session: Session, queries: SeriesSummaries, hits: list[Hit]) -> None:
     """Spacing Between Slices as measured, Pixel Spacing and Slice Thickness of a batch
     of series, from the same SERIES summary the HTTP API serves."""
     pairs = [(h.series, h.study.study_instance_uid) for h in hits if h.series is not None]

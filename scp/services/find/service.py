@@ -32,10 +32,9 @@ from scp import status
 from scp.metrics import METRICS
 from scp.services.find.answer import response_identifier
 from scp.services.find.errors import FindError
-from scp.services.find.hits import Hit, compute
+from scp.services.find.hits import Hit, SeriesSummaries, compute
 from scp.services.find.identifier import FindRequest, parse_identifier
 from scp.services.find.sql import statement as build_statement
-from storage.queries import IndexQueries
 
 log = logging.getLogger("spacing_scp.find")
 
@@ -52,7 +51,7 @@ class FindService:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        queries: IndexQueries,
+        queries: SeriesSummaries,
         *,
         max_results: int = 10000,
         match_unknown: bool = True,
