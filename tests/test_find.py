@@ -23,10 +23,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
 )
 from sqlalchemy import select
+from sqlalchemy.orm import InstrumentedAttribute
 
 from scp import status
 from scp.pipeline.policy import SwapRule
-from scp.services.find import FindService, parse_identifier
+from scp.services.find import KEYS, FindService, parse_identifier
+from scp.services.find.sql import index_column
 from storage.models import Instance
 from tests.conftest import REQUIRE_POSTGRES, dcmtk_env, dcmtk_tool, make_config, send_files
 from tests.dicom_factory import new_uid, write_ct
@@ -610,6 +612,18 @@ def test_parse_identifier_resolves_keys_by_level() -> None:
     )
     assert next(k for k in request.returns if k.keyword == "PixelSpacing").level == "SERIES"
     assert request.unsupported == ["SOPInstanceUID"]  # a lower level's key
+
+
+def test_every_indexed_key_names_a_column_of_its_level() -> None:
+    # Keys name their index attribute as text (scp.services.find.keys holds no SQL):
+    # each must be a mapped column of its level's entity, and computed keys name none.
+    for key in KEYS:
+        if key.computed:
+            assert key.attribute is None
+            with pytest.raises(ValueError):
+                index_column(key)
+        else:
+            assert isinstance(index_column(key), InstrumentedAttribute), key.keyword
 
 
 # ------------------------------------------------------------------------------ dcmtk findscu

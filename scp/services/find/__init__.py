@@ -1,0 +1,60 @@
+"""C-FIND SCP over the index: Study Root Query/Retrieve Information Model - FIND.
+
+SOP Class 1.2.840.10008.5.1.4.1.2.2.1 (PS3.4 C.6.2), levels STUDY, SERIES and IMAGE
+(PS3.4 C.6.2.1), baseline hierarchical search (PS3.4 C.4.1.3.1), matching (PS3.4 C.2.2.2)
+translated into SQL so the database does the filtering.  One module per job:
+
+* :mod:`.keys` -- the supported keys per level, how each matches, where its value lives;
+* :mod:`.identifier` -- parse and check a request identifier into a :class:`FindRequest`
+  (PS3.4 C.4.1.1.3.1; pydicom only);
+* :mod:`.sql` -- the SQLAlchemy statement of a request (PS3.4 C.2.2.2);
+* :mod:`.hits` -- the matches of a batch and the values computed for them (counts,
+  Modalities in Study, the spacing the node measured);
+* :mod:`.answer` -- a match as a pending response's identifier (PS3.4 C.4.1.1.3.2);
+* :mod:`.errors` -- :class:`FindError`, the failure a request ends with;
+* :mod:`.service` -- :class:`FindService`: runs a request, max results, cancel, statuses.
+
+Nothing here imports the network layer (``scp.net``, pynetdicom) or HTTP (``scp.api``).
+"""
+
+from scp.services.find.answer import UTF8, response_identifier
+from scp.services.find.errors import FindError
+from scp.services.find.hits import Hit
+from scp.services.find.identifier import Criterion, FindRequest, Term, parse_identifier
+from scp.services.find.keys import (
+    KEYS,
+    LEVELS,
+    QUERY_RETRIEVE_LEVEL,
+    SOP_CLASS_UID,
+    SPECIFIC_CHARACTER_SET,
+    UNIQUE_KEYS,
+    KeyDef,
+    Kind,
+    Level,
+    resolve_key,
+)
+from scp.services.find.service import BATCH_SIZE, FindResponse, FindService
+
+__all__ = [
+    "BATCH_SIZE",
+    "KEYS",
+    "LEVELS",
+    "QUERY_RETRIEVE_LEVEL",
+    "SOP_CLASS_UID",
+    "SPECIFIC_CHARACTER_SET",
+    "UNIQUE_KEYS",
+    "UTF8",
+    "Criterion",
+    "FindError",
+    "FindRequest",
+    "FindResponse",
+    "FindService",
+    "Hit",
+    "KeyDef",
+    "Kind",
+    "Level",
+    "Term",
+    "parse_identifier",
+    "resolve_key",
+    "response_identifier",
+]
