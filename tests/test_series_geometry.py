@@ -1,4 +1,4 @@
-"""Per-series Z geometry (rulebook section G, rules 21-30): scp.series.geometry."""
+"""Per-series Z geometry (rulebook section G, rules 21-30): the modules of scp.series."""
 
 from __future__ import annotations
 
