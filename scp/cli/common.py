@@ -83,8 +83,10 @@ def open_index(cfg: Config) -> Iterator[sessionmaker[Session]]:
     )
     url = make_url(cfg.database_url)
     sqlite_file = url.database if url.get_backend_name() == "sqlite" else None
-    if sqlite_file not in (None, "", ":memory:") and not Path(str(sqlite_file)).is_file():
-        raise missing  # connecting would create the file
+    if sqlite_file not in (None, "", ":memory:"):
+        path = Path(str(sqlite_file))
+        if not path.is_file() or path.stat().st_size == 0:  # connecting would write it
+            raise missing
     engine = make_engine(cfg.database_url)
     try:
         if current_revision(engine) is None:
