@@ -444,20 +444,3 @@ def reindex(cfg: Config) -> ReindexReport:
         return Reindexer(cfg, make_session_factory(engine), store).run()
     finally:
         engine.dispose()
-
-
-def run_cli(cfg: Config) -> int:
-    """``spacing-scp reindex``: 0 when every stored file is indexed, 1 when some were skipped."""
-    report = reindex(cfg)
-    for path, why in report.skipped:
-        print(f"skipped {path}: {why}")
-    print(
-        f"reindex: {report.indexed} indexed, {report.already_indexed} already indexed, "
-        f"{len(report.skipped)} skipped"
-        + (
-            f", {report.policy_changed} differ from the current policy"
-            if report.policy_changed
-            else ""
-        )
-    )
-    return 1 if report.skipped else 0
