@@ -402,12 +402,12 @@ def test_http_api_token_phi_and_request_size(node_factory: NodeFactory, tmp_path
 
 def test_http_api_slow_clients_are_cut_off(node_factory: NodeFactory) -> None:
     """Idle clients are closed after the request timeout; over the cap they get 503."""
-    from scp.api.routes import build_router
+    from scp.api.app import build_app
     from scp.api.server import ApiServer
 
     node = node_factory(http={"enabled": False})
-    router = build_router(node.sessions, node.queries, "SPACING_SCP")
-    api = ApiServer(router, "127.0.0.1", 0, request_timeout_s=1.0, max_connections=4)
+    app = build_app(node.sessions, node.queries, "SPACING_SCP")
+    api = ApiServer(app, "127.0.0.1", 0, request_timeout_s=1.0, max_connections=4)
     api.start()
     try:
         idle = [socket.create_connection(("127.0.0.1", api.port)) for _ in range(4)]
