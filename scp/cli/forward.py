@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from scp import models
 from scp.config import Config
 from storage import outbox
 from storage.db import write_session
@@ -52,7 +53,7 @@ def cmd_status(args: argparse.Namespace, load_cfg: LoadConfig) -> int:
     with sessions() as session:
         rows = outbox.summary(session, [d.name for d in cfg.destinations])
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(models.dump_list(models.DestinationStatus, rows), indent=2))
         return EXIT_OK
     if not rows:
         print("(no destinations configured, no jobs)")

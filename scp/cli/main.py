@@ -166,12 +166,14 @@ def _open_index(cfg: Config) -> Any:
 
 def _list(args: argparse.Namespace, what: str) -> int:
     cfg = _config(args)
+    from scp import models
     from storage import queries
 
     sessions = _open_index(cfg)
     with sessions() as session:
         if what == "studies":
-            rows = queries.list_studies(session, limit=args.limit)
+            rows = models.dump_list(models.Study, queries.list_studies(session, limit=args.limit))
+            table_rows = rows
             cols = [
                 "study_instance_uid",
                 "patient_id",
@@ -181,14 +183,11 @@ def _list(args: argparse.Namespace, what: str) -> int:
                 "instance_count",
             ]
         else:
-            rows = queries.list_recent_instances(session, args.series, limit=args.limit)
-            for r in rows:
-                ps = r["pixel_spacing"]
-                r["spacing_mm"] = (
-                    f"{ps['row_mm']:g}\\{ps['column_mm']:g}" if ps["row_mm"] is not None else ""
-                )
-                r["source"] = ps["source"]
-                r["status_hex"] = f"0x{r['status']:04X}"
+            rows = models.dump_list(
+                models.Instance,
+                queries.list_recent_instances(session, args.series, limit=args.limit),
+            )
+            table_rows = [_instance_row(r) for r in rows]
             cols = [
                 "sop_instance_uid",
                 "status_hex",
@@ -201,8 +200,19 @@ def _list(args: argparse.Namespace, what: str) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(_table(rows, cols))
+        print(_table(table_rows, cols))
     return EXIT_OK
+
+
+def _instance_row(r: dict[str, Any]) -> dict[str, Any]:
+    """An INSTANCE with the table's derived columns (not in the JSON)."""
+    ps = r["pixel_spacing"]
+    return {
+        **r,
+        "spacing_mm": f"{ps['row_mm']:g}\\{ps['column_mm']:g}" if ps["row_mm"] is not None else "",
+        "source": ps["source"],
+        "status_hex": f"0x{r['status']:04X}",
+    }
 
 
 def _fmt_mm(value: Any) -> str:
@@ -276,6 +286,7 @@ def _print_series_detail(s: dict[str, Any]) -> None:
 
 def cmd_series(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    from scp import models
     from storage.queries import IndexQueries, NotFound
 
     sessions = _open_index(cfg)
@@ -288,7 +299,7 @@ def cmd_series(args: argparse.Namespace) -> int:
                 print(f"spacing-scp: {exc}", file=sys.stderr)
                 return EXIT_USAGE
             if args.json:
-                print(json.dumps(item, indent=2))
+                print(json.dumps(models.dump(models.Series, item), indent=2))
             else:
                 _print_series_detail(item)
             return EXIT_OK
@@ -300,7 +311,7 @@ def cmd_series(args: argparse.Namespace) -> int:
             limit=args.limit,
         )
     if args.json:
-        print(json.dumps(items, indent=2))
+        print(json.dumps(models.dump_list(models.Series, items), indent=2))
     else:
         print(_table([_series_row(s) for s in items], SERIES_COLUMNS))
     return EXIT_OK
@@ -308,6 +319,7 @@ def cmd_series(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else load_config(None)
+    from scp import models
     from scp.services.check import run_check
 
     try:
@@ -319,16 +331,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     invalid = any(i.verdict == "invalid" for i in items)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "instances": [i.to_dict() for i in items],
-                    "series": series,
-                    "skipped_non_dicom": skipped,
-                },
-                indent=2,
-            )
-        )
+        report = {
+            "instances": [i.to_dict() for i in items],
+            "series": series,
+            "skipped_non_dicom": skipped,
+        }
+        print(json.dumps(models.dump(models.CheckReport, report), indent=2))
     else:
         rows = []
         for i in items:
