@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scp.api.routes import build_router
+from scp.api.app import build_app
 from scp.api.server import ApiServer
 from scp.series import SliceGeometry
 from scp.services.indexing import InstanceEntry, index_instance
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         fill_s = time.perf_counter() - t0
         engine = make_engine(url)
         sessions = make_session_factory(engine)
-        api = ApiServer(build_router(sessions, IndexQueries(60.0), "BENCH"), "127.0.0.1", 0)
+        api = ApiServer(build_app(sessions, IndexQueries(60.0), "BENCH"), "127.0.0.1", 0)
         api.start()
         base = f"http://127.0.0.1:{api.port}"
         rng = random.Random(1)

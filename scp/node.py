@@ -25,8 +25,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from scp.api.forwarding import add_forward_routes
-from scp.api.routes import build_router
+from scp.api.app import build_app
 from scp.api.server import ApiServer
 from scp.config import Config
 from scp.net.handlers import Handlers
@@ -175,13 +174,15 @@ class Node:
         )
         self.server = self._start_listener(self.ae)
         if self.cfg.http.enabled and not self.worker:
-            router = build_router(
-                self.sessions, self.queries, self.cfg.node.ae_title, self.forwarder.gauges
+            app = build_app(
+                self.sessions,
+                self.queries,
+                self.cfg.node.ae_title,
+                token=self.cfg.http.token,
+                gauges=self.forwarder.gauges,
+                destinations=[d.name for d in self.cfg.destinations],
             )
-            add_forward_routes(router, self.sessions, [d.name for d in self.cfg.destinations])
-            self.api = ApiServer(
-                router, self.cfg.http.host, self.cfg.http.port, self.cfg.http.token
-            )
+            self.api = ApiServer(app, self.cfg.http.host, self.cfg.http.port)
             self.api.start()
             log.info("HTTP API on http://%s:%d", self.cfg.http.host, self.api.port)
         log.info(

@@ -402,12 +402,12 @@ def test_http_api_token_phi_and_request_size(node_factory: NodeFactory, tmp_path
 
 def test_http_api_slow_clients_are_cut_off(node_factory: NodeFactory) -> None:
     """Idle clients are closed after the request timeout; over the cap they get 503."""
-    from scp.api.routes import build_router
+    from scp.api.app import build_app
     from scp.api.server import ApiServer
 
     node = node_factory(http={"enabled": False})
-    router = build_router(node.sessions, node.queries, "SPACING_SCP")
-    api = ApiServer(router, "127.0.0.1", 0, request_timeout_s=1.0, max_connections=4)
+    app = build_app(node.sessions, node.queries, "SPACING_SCP")
+    api = ApiServer(app, "127.0.0.1", 0, request_timeout_s=1.0, max_connections=4)
     api.start()
     try:
         idle = [socket.create_connection(("127.0.0.1", api.port)) for _ in range(4)]
@@ -420,6 +420,38 @@ def test_http_api_slow_clients_are_cut_off(node_factory: NodeFactory) -> None:
             assert sock.recv(10) == b""
             sock.close()
         assert time.monotonic() - started < 3
+        assert _get(api.port, "/health")[0] == 200
+    finally:
+        api.stop()
+
+
+def test_http_api_headers_sent_a_byte_at_a_time_are_cut_off(node_factory: NodeFactory) -> None:
+    """The request timeout runs until the whole request has arrived, not from the last byte."""
+    from scp.api.app import build_app
+    from scp.api.server import ApiServer
+
+    node = node_factory(http={"enabled": False})
+    api = ApiServer(
+        build_app(node.sessions, node.queries, "SPACING_SCP"), "127.0.0.1", 0, request_timeout_s=1.0
+    )
+    api.start()
+    try:
+        sock = socket.create_connection(("127.0.0.1", api.port))
+        sock.settimeout(0.2)
+        started = time.monotonic()
+        closed = False
+        for byte in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+            try:
+                sock.sendall(bytes([byte]))
+                closed = sock.recv(10) == b""
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+            if closed:
+                break
+        assert closed and time.monotonic() - started < 3
+        sock.close()
         assert _get(api.port, "/health")[0] == 200
     finally:
         api.stop()

@@ -1,221 +1,124 @@
-"""A small, dependency-free HTTP server for the JSON API.
+"""Serves the API with uvicorn on a thread of the node's process.
 
-Read-only, loopback by default, optional bearer token.  Errors are problem
-bodies (RFC 9457, ``application/problem+json``).  Routes are declared in
-:mod:`scp.api.routes`.
+:class:`ApiServer` binds its socket at once (a busy port fails ``Node.start``, and port 0
+gives a free port known before the first request), runs a ``uvicorn.Server`` on a daemon
+thread and stops it within a bound. Limits (issue 6):
+
+* at most ``max_connections`` connections served at once; a request on one more is
+  answered 503 at once (uvicorn ``limit_concurrency``);
+* a client has ``request_timeout_s`` to send its request line and headers, on a new
+  connection and between requests on a kept-alive one (:class:`_RequestTimeoutH11`); a
+  client trickling its headers a byte at a time is cut off all the same.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hmac
-import json
+import asyncio
 import logging
-import re
+import socket
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("spacing_scp.http")
 
-MAX_QUERY_LENGTH = 4096
-#: Connections served at once; more are answered 503 at once (issue 6: a few slow or idle
-#: clients must not take every thread).
+#: Connections served at once; more are answered 503 (a few slow or idle clients must not
+#: take every slot).
 MAX_CONNECTIONS = 32
-#: Seconds a client gets to send a request line and headers (and to read the answer).
+#: Seconds a client gets to send a request line and headers.
 REQUEST_TIMEOUT_S = 10.0
-_BUSY_BODY = b'{"type":"about:blank","title":"Service Unavailable","status":503}'
-_BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"
-    b"Retry-After: 1\r\nConnection: close\r\n"
-    + f"Content-Length: {len(_BUSY_BODY)}\r\n\r\n".encode()
-    + _BUSY_BODY
-)
+#: Seconds ``stop`` lets running requests finish.
+SHUTDOWN_GRACE_S = 5.0
 
 
-class Problem(Exception):
-    """An error answered as a problem body."""
+class _RequestTimeoutH11(H11Protocol):
+    """uvicorn's h11 protocol, with its keep-alive timer armed from the connection's start
+    and cancelled by a complete request only (uvicorn arms it after a response only, and
+    cancels it on any byte received)."""
 
-    def __init__(self, status: int, title: str, detail: str = "") -> None:
-        super().__init__(detail or title)
-        self.status = status
-        self.title = title
-        self.detail = detail
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
 
-
-@dataclass
-class Response:
-    body: Any
-    status: int = 200
-    content_type: str = "application/json"
-
-
-@dataclass
-class Request:
-    path: str
-    params: dict[str, str]
-    match: dict[str, str]
-
-
-Handler = Callable[[Request], Response]
-
-
-class Router:
-    def __init__(self) -> None:
-        self._routes: list[tuple[re.Pattern[str], Handler]] = []
-
-    def get(self, pattern: str) -> Callable[[Handler], Handler]:
-        regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
-
-        def deco(fn: Handler) -> Handler:
-            self._routes.append((regex, fn))
-            return fn
-
-        return deco
-
-    def resolve(self, path: str) -> tuple[Handler, dict[str, str]] | None:
-        for regex, fn in self._routes:
-            m = regex.match(path)
-            if m:
-                return fn, {k: unquote(v) for k, v in m.groupdict().items()}
-        return None
-
-
-def _make_handler(
-    router: Router, token: str, request_timeout_s: float = REQUEST_TIMEOUT_S
-) -> type[BaseHTTPRequestHandler]:
-    class ApiHandler(BaseHTTPRequestHandler):
-        server_version = "spacing-scp"
-        sys_version = ""
-        # socketserver.StreamRequestHandler: a timeout on the connection's socket.
-        timeout = request_timeout_s
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("%s %s", self.address_string(), format % args)
-
-        def _send(self, resp: Response) -> None:
-            if isinstance(resp.body, str):
-                data = resp.body.encode()
-            else:
-                data = json.dumps(resp.body, separators=(",", ":"), default=str).encode()
-            self.send_response(resp.status)
-            self.send_header("Content-Type", resp.content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            if resp.status == 401:
-                self.send_header("WWW-Authenticate", 'Bearer realm="spacing-scp"')
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
-
-        def _problem(self, p: Problem) -> None:
-            body = {"type": "about:blank", "title": p.title, "status": p.status}
-            if p.detail:
-                body["detail"] = p.detail
-            self._send(Response(body, p.status, "application/problem+json"))
-
-        def _authorized(self) -> bool:
-            if not token:
-                return True
-            header = self.headers.get("Authorization", "")
-            scheme, _, value = header.partition(" ")
-            return scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token)
-
-        def do_GET(self) -> None:
-            try:
-                if len(self.path) > MAX_QUERY_LENGTH:
-                    raise Problem(414, "URI Too Long")
-                url = urlsplit(self.path)
-                if url.path != "/health" and not self._authorized():
-                    raise Problem(401, "Unauthorized", "a valid bearer token is required")
-                found = router.resolve(url.path.rstrip("/") or "/")
-                if found is None:
-                    raise Problem(404, "Not Found", f"no resource at {url.path}")
-                fn, match = found
-                raw = parse_qs(url.query, keep_blank_values=True, max_num_fields=50)
-                params = {k: v[-1] for k, v in raw.items()}
-                self._send(fn(Request(url.path, params, match)))
-            except Problem as p:
-                self._problem(p)
-            except ValueError as exc:
-                self._problem(Problem(400, "Bad Request", str(exc)))
-            except Exception:
-                log.exception("HTTP %s failed", self.path)
-                self._problem(Problem(500, "Internal Server Error"))
-
-        do_HEAD = do_GET
-
-        def _method_not_allowed(self) -> None:
-            self._problem(Problem(405, "Method Not Allowed", "the API is read-only"))
-
-        do_POST = do_PUT = do_DELETE = do_PATCH = _method_not_allowed
-
-    return ApiHandler
-
-
-class _BoundedHTTPServer(ThreadingHTTPServer):
-    """At most ``max_connections`` connections in service; others get 503 and are closed."""
-
-    def __init__(self, address: tuple[str, int], handler: Any, max_connections: int) -> None:
-        self._slots = threading.BoundedSemaphore(max_connections)
-        super().__init__(address, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            log.warning("HTTP connection from %s refused: too many open", client_address[0])
-            with contextlib.suppress(OSError):
-                request.settimeout(1.0)
-                request.sendall(_BUSY)
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+    def data_received(self, data: bytes) -> None:
+        # The timer stays armed until handle_events sees the whole request (h11.Request).
+        self.conn.receive_data(data)
+        self.handle_events()
 
 
 class ApiServer:
-    """Runs the API in a background thread."""
+    """Runs ``app`` (an ASGI application, :func:`scp.api.app.build_app`) on a thread."""
 
     def __init__(
         self,
-        router: Router,
+        app: Any,
         host: str,
         port: int,
-        token: str = "",
         *,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
-        handler = _make_handler(router, token, request_timeout_s)
-        self.httpd = _BoundedHTTPServer((host, port), handler, max_connections)
-        self.httpd.daemon_threads = True
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._socket.bind((host, port))
+            self._socket.listen(128)
+        except OSError:
+            self._socket.close()
+            raise
+        _quiet_uvicorn()
+        config = uvicorn.Config(
+            app,
+            http=_RequestTimeoutH11,
+            loop="asyncio",
+            lifespan="off",
+            ws="none",
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            # uvicorn counts the connection asking too: N + 1 lets N be served at once.
+            limit_concurrency=max_connections + 1,
+            timeout_keep_alive=max(1, round(request_timeout_s)),
+            timeout_graceful_shutdown=max(1, round(SHUTDOWN_GRACE_S)),
+        )
+        self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=self.httpd.serve_forever, name="http-api", daemon=True
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},
+            name="http-api",
+            daemon=True,
         )
 
     @property
     def port(self) -> int:
-        return int(self.httpd.server_address[1])
+        return int(self._socket.getsockname()[1])
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        """Stop accepting, let running requests finish (at most :data:`SHUTDOWN_GRACE_S`),
+        close idle connections and the socket."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(SHUTDOWN_GRACE_S + 5)
+            if self._thread.is_alive():
+                log.warning("HTTP API did not stop within %.0fs", SHUTDOWN_GRACE_S + 5)
+        self._socket.close()
 
 
-__all__ = ["ApiServer", "HTTPStatus", "Problem", "Request", "Response", "Router"]
+def _quiet_uvicorn() -> None:
+    """uvicorn announces start and stop at INFO under ``uvicorn.error``; the node logs its
+    own line. Its warnings and errors still show. A level set by the operator is kept."""
+    logger = logging.getLogger("uvicorn.error")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+
+
+__all__ = ["MAX_CONNECTIONS", "REQUEST_TIMEOUT_S", "ApiServer"]

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from scp import models
 from scp.cli.common import (
     EXIT_OK,
     EXIT_PROBLEM,
@@ -48,13 +49,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from None
     if args.json:
-        print_json(
-            {
-                "instances": [i.to_dict() for i in items],
-                "series": series,
-                "skipped_non_dicom": skipped,
-            }
-        )
+        report = {
+            "instances": [i.to_dict() for i in items],
+            "series": series,
+            "skipped_non_dicom": skipped,
+        }
+        print_json(models.dump(models.CheckReport, report))
     else:
         print(table([_file_row(i) for i in items], FILE_COLUMNS))
         print()

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scp import models
 from scp.cli.common import EXIT_OK, CliError, configuration, open_index, print_json, table
 from scp.cli.parsing import INDEX_OPTIONS, JSON, Level, option
 from scp.config import Config
@@ -68,7 +69,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     with open_index(cfg) as sessions, sessions() as session:
         rows = outbox.summary(session, [d.name for d in cfg.destinations])
     if args.json:
-        print_json(rows)
+        print_json(models.dump_list(models.DestinationStatus, rows))
     elif not rows:
         print("(no destinations configured, no jobs)")
     else:

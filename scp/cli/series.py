@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from scp import models
 from scp.cli.common import (
     EXIT_OK,
     CliError,
@@ -71,7 +72,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             limit=args.limit,
         )
     if args.json:
-        print_json(items)
+        print_json(models.dump_list(models.Series, items))
     else:
         print(table([series_row(s) for s in items], SERIES_COLUMNS))
     return EXIT_OK
@@ -86,7 +87,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         except NotFound as exc:
             raise CliError(str(exc)) from None
     if args.json:
-        print_json(item)
+        print_json(models.dump(models.Series, item))
     else:
         print_series_detail(item)
     return EXIT_OK

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from scp.series.geometry import StackSummary
+
 
 def empty_slice_spacing(provisional: bool) -> dict[str, Any]:
-    return {
-        "mm": None,
-        "min_mm": None,
-        "max_mm": None,
-        "uniform": None,
-        "missing_slices": None,
-        "tilt_degrees": None,
-        "provisional": provisional,
-    }
+    """``slice_spacing`` of a series without plane geometry: the keys of a stack's
+    (:meth:`StackSummary.slice_spacing_dict`), every value undefined (rule 29)."""
+    return StackSummary(0, 0, provisional=provisional).slice_spacing_dict()
 
 
 def compose_series(

@@ -34,6 +34,7 @@ from scp.series import (
     compose_series,
     slices_from_dataset,
 )
+from scp.services.header_fields import series_fields
 from storage.header_codec import UnsupportedRewrite, encode_header
 from storage.part10 import MalformedDataset, read_received, write_part10
 
@@ -46,7 +47,8 @@ class Checked:
     sop_instance_uid: str | None = None
     series_instance_uid: str | None = None
     study_instance_uid: str | None = None
-    modality: str | None = None
+    #: General Series / Equipment attributes (:func:`scp.services.header_fields.series_fields`).
+    series: dict[str, str | None] = field(default_factory=dict)
     result: PipelineResult | None = None
     received_pixel_spacing: str | None = None
     error: str | None = None
@@ -61,16 +63,31 @@ class Checked:
         return self.result.verdict
 
     def to_dict(self) -> dict[str, Any]:
+        """The file's entry in ``check --json`` (:class:`scp.models.CheckedInstance`)."""
         out: dict[str, Any] = {
             "path": str(self.path),
             "sop_instance_uid": self.sop_instance_uid,
             "series_instance_uid": self.series_instance_uid,
             "verdict": self.verdict,
             "received_pixel_spacing": self.received_pixel_spacing,
+            "fixed_copy": None if self.fixed is None else str(self.fixed),
         }
         if self.error is not None:
-            out["findings"] = [{"code": UNREADABLE, "severity": "invalid", "message": self.error}]
-            out["pixel_spacing"] = {"row_mm": None, "column_mm": None, "source": None}
+            out["findings"] = [
+                {
+                    "code": UNREADABLE,
+                    "severity": "invalid",
+                    "message": self.error,
+                    "rule": None,
+                    "tag": None,
+                }
+            ]
+            out["pixel_spacing"] = {
+                "row_mm": None,
+                "column_mm": None,
+                "source": None,
+                "calibration": None,
+            }
             out["actions"] = []
             return out
         assert self.result is not None
@@ -102,8 +119,6 @@ class Checked:
             }
             for e in self.result.edits
         ]
-        if self.fixed is not None:
-            out["fixed_copy"] = str(self.fixed)
         return out
 
 
@@ -151,7 +166,7 @@ def check_file(
         sop_instance_uid=_text(view, "SOPInstanceUID"),
         series_instance_uid=_text(view, "SeriesInstanceUID"),
         study_instance_uid=_text(view, "StudyInstanceUID"),
-        modality=_text(view, "Modality"),
+        series=series_fields(view),
         result=result,
         received_pixel_spacing=raw_text(view, "PixelSpacing"),
     )
@@ -178,6 +193,17 @@ def check_file(
     except Exception:
         item.slices = []
     return item
+
+
+def _series_attributes(members: list[Checked]) -> dict[str, str | None]:
+    """Per attribute, the last value present in file order: what the index keeps after
+    receiving the files in that order (each instance replaces the values it has)."""
+    out: dict[str, str | None] = {}
+    for m in members:
+        for key, value in m.series.items():
+            if value is not None or key not in out:
+                out[key] = value
+    return out
 
 
 def series_summaries(
@@ -214,11 +240,12 @@ def series_summaries(
                 fields={
                     "series_instance_uid": uid,
                     "study_instance_uid": members[0].study_instance_uid,
-                    "modality": members[0].modality,
+                    **_series_attributes(members),
                     "instance_count": len(members),
                     "corrected_instances": sum(
                         1 for m in members if m.result is not None and m.result.edits
                     ),
+                    "last_received_at": None,
                 },
                 state="settled",
                 geometry=geometry,

@@ -27,6 +27,8 @@ from scp.pipeline.policy import SpacingPolicy
 from scp.pipeline.record import apply_edits
 from scp.pipeline.report import raw_text
 from scp.series import DEFAULT_TOLERANCE, SliceGeometry, Tolerance, slices_from_dataset
+from scp.services.header_fields import header_text as _text
+from scp.services.header_fields import series_fields
 from scp.services.indexing import InstanceEntry, index_instance
 from storage.db import write_session
 from storage.filestore import FileStore
@@ -80,26 +82,6 @@ class Outcome:
     @property
     def stored(self) -> bool:
         return status.is_stored(self.status)
-
-
-def _text(ds: Dataset, keyword: str, limit: int = 64) -> str | None:
-    """A header value as text for the index (lenient: never raises)."""
-    try:
-        elem = ds.get(keyword)
-    except Exception:
-        return None
-    if elem is None:
-        return None
-    try:
-        value = elem if not hasattr(elem, "value") else elem.value
-    except Exception:
-        return None
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("latin-1", errors="replace")
-    text = str(value).strip("\x00 ")
-    return text[:limit] if text else None
 
 
 def _raw(ds: Dataset, keyword: str) -> str | None:
@@ -361,14 +343,7 @@ class Ingestor:
                 "study_time": _text(h, "StudyTime", 32),
                 "study_description": _text(h, "StudyDescription"),
             },
-            series={
-                "modality": _text(h, "Modality", 16),
-                "manufacturer": _text(h, "Manufacturer"),
-                "manufacturer_model_name": _text(h, "ManufacturerModelName"),
-                "station_name": _text(h, "StationName", 16),
-                "series_number": _text(h, "SeriesNumber", 12),
-                "series_description": _text(h, "SeriesDescription"),
-            },
+            series=series_fields(h),
             instance={
                 "instance_number": _text(h, "InstanceNumber", 12),
                 "number_of_frames": _int(h, "NumberOfFrames"),

@@ -1,0 +1,68 @@
+"""Query parameters of the API, one model per endpoint (documented in the OpenAPI).
+
+An unknown parameter is a 400 (``extra="forbid"``); an empty value (``?state=``) means
+"not given"; a repeated parameter counts once, with its last value.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from scp.models import JobState, SeriesState
+from storage.queries import MAX_LIMIT
+
+DEFAULT_LIMIT = 100
+
+
+def _blank_is_absent(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _blank_is_default(value: Any) -> Any:
+    return DEFAULT_LIMIT if value == "" else value
+
+
+# Field before BeforeValidator: pydantic then documents the bounds as minimum/maximum.
+Limit = Annotated[
+    int,
+    Field(ge=1, le=MAX_LIMIT, description=f"page size, 1-{MAX_LIMIT}"),
+    BeforeValidator(_blank_is_default),
+]
+Cursor = Annotated[
+    str | None, Field(description="`next` of the last page"), BeforeValidator(_blank_is_absent)
+]
+Text = Annotated[str | None, BeforeValidator(_blank_is_absent)]
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PageQuery(_Query):
+    """``?limit=&cursor=``: keyset pages."""
+
+    limit: Limit = DEFAULT_LIMIT
+    cursor: Cursor = None
+
+
+class SeriesQuery(_Query):
+    """``GET /series``: filters, then the page."""
+
+    study_instance_uid: Text = Field(None, description="Study Instance UID (0020,000D)")
+    modality: Text = Field(None, description="Modality (0008,0060)")
+    code: Text = Field(None, description="a finding code of the series or of an instance")
+    state: Annotated[SeriesState | None, BeforeValidator(_blank_is_absent)] = None
+    limit: Limit = DEFAULT_LIMIT
+    cursor: Cursor = None
+
+
+class JobsQuery(_Query):
+    """``GET /forwarding/jobs``: filters, then the page."""
+
+    state: Annotated[JobState | None, BeforeValidator(_blank_is_absent)] = None
+    destination: Text = Field(None, description="a destination's name")
+    series_instance_uid: Text = Field(None, description="Series Instance UID (0020,000E)")
+    limit: Limit = DEFAULT_LIMIT
+    cursor: Cursor = None
