@@ -29,7 +29,8 @@ from scp.config import Destination
 from scp.pipeline.model import Severity
 from scp.pipeline.policy import SwapRule
 from scp.series import SeriesState, SliceGeometry, compose_series
-from storage import outbox, queries
+from scp.services import series_query as queries
+from storage import outbox
 from storage.db import make_engine, make_session_factory
 from tests.conftest import free_port, make_config, send_files
 from tests.dicom_factory import ct_dataset, new_uid, write

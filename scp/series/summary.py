@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scp.series.geometry import StackSummary
+from scp.series.reports import StackSummary
 
 
 def empty_slice_spacing(provisional: bool) -> dict[str, Any]:
