@@ -29,8 +29,10 @@ from scp.api.forwarding import add_forward_routes
 from scp.api.routes import build_router
 from scp.api.server import ApiServer
 from scp.config import Config
+from scp.net import server as guarded
 from scp.net.handlers import Handlers
-from scp.net.security import AssociationPolicy, GuardedAssociationServer, Limits
+from scp.net.policy import AssociationPolicy
+from scp.net.server import GuardedAssociationServer, Limits
 from scp.net.tls import server_context
 from scp.services.find import FindService
 from scp.services.forwarding import Forwarder
@@ -195,7 +197,7 @@ class Node:
             self.forwarder.start()
 
     def _start_listener(self, ae: AE) -> ThreadedAssociationServer:
-        """``AE.start_server(block=False)`` with :class:`scp.net.security.GuardedAssociationServer`.
+        """``AE.start_server(block=False)`` with :class:`scp.net.server.GuardedAssociationServer`.
 
         Same steps as pynetdicom's ``start_server`` (ae.py): make the server, serve it
         on a daemon thread, register it with the AE (its ``shutdown`` unregisters it).
@@ -207,7 +209,7 @@ class Node:
         server = ae.make_server(
             (node.host, node.port),
             ssl_context=ssl_context,
-            evt_handlers=[*self.policy.bindings(), *self.handlers.bindings()],
+            evt_handlers=[*self.policy.bindings(), *guarded.bindings(), *self.handlers.bindings()],
             server_class=GuardedAssociationServer,
             limits=Limits(
                 acse_timeout=node.acse_timeout,
