@@ -28,7 +28,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from scp.net import reactor
-from scp.node import ACCEPTED_TRANSFER_SYNTAXES
+from scp.net.ae import ACCEPTED_TRANSFER_SYNTAXES
 
 AE_TITLE = "SPACING_SCP"
 MAX_PDU = 262144

@@ -31,14 +31,18 @@ import ssl
 import struct
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from pynetdicom import evt
+from pynetdicom import AE, evt
+from pynetdicom.events import EventHandlerType
 from pynetdicom.transport import ThreadedAssociationServer
 
+from scp.config import Config
 from scp.net import reactor
 from scp.net import tls as tls_mod
+from scp.net.tls import server_context
 
 log = logging.getLogger("spacing_scp.security")
 
@@ -48,7 +52,7 @@ MAX_ACSE_PDU = 1024 * 1024
 _P_DATA_TF = 0x04
 
 
-def bindings() -> list[tuple[Any, Any]]:
+def transport_bindings() -> list[tuple[Any, Any]]:
     """The event handlers the protections above need on every association."""
     return [
         (evt.EVT_ACCEPTED, on_accepted),
@@ -344,3 +348,40 @@ def _address(client_address: Any) -> str:
         return f"{client_address[0]}:{client_address[1]}"
     except (TypeError, IndexError):
         return str(client_address)
+
+
+def start_listener(
+    ae: AE, cfg: Config, evt_handlers: Sequence[EventHandlerType], listen_fd: int | None = None
+) -> GuardedAssociationServer:
+    """``AE.start_server(block=False)`` with :class:`GuardedAssociationServer` on
+    ``[node] host``/``port`` (TLS with ``[tls]``), serving on a daemon thread.
+
+    Same steps as pynetdicom's ``start_server`` (ae.py): make the server, serve it
+    on a daemon thread, register it with the AE (its ``shutdown`` unregisters it).
+    ``listen_fd``: an extra receiving process's inherited listening socket.
+    Raises :class:`~scp.config.ConfigError` on unusable TLS files, ``OSError`` when
+    the port cannot be bound.
+    """
+    node = cfg.node
+    ssl_context = server_context(cfg.tls, cfg.base_dir) if cfg.tls.enabled else None
+    server = ae.make_server(
+        (node.host, node.port),
+        ssl_context=ssl_context,
+        evt_handlers=list(evt_handlers),
+        server_class=GuardedAssociationServer,
+        limits=Limits(
+            acse_timeout=node.acse_timeout,
+            network_timeout=node.network_timeout,
+            max_pdu_size=node.max_pdu_size,
+            max_connections=2 * node.max_associations + 2,
+            shared_listener=node.processes > 1,
+            listen_fd=listen_fd,
+            event_reactor=node.reactor == "event",
+        ),
+    )
+    thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)
+    thread.start()
+    ae._servers.append(server)
+    if ssl_context is not None:
+        log.info("DICOM TLS on (PS3.15 B.9 BCP 195 profile, TLS 1.2+)")
+    return cast(GuardedAssociationServer, server)
