@@ -16,13 +16,14 @@ import tempfile
 
 from pydicom import config as pydicom_config
 from pydicom import uid as pyuid
-from pynetdicom import AE, StoragePresentationContexts, _config
+from pynetdicom import AE, StoragePresentationContexts
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     Verification,
 )
 
 from scp.config import Config
+from scp.net import compat
 from scp.net.policy import AssociationPolicy
 from scp.services.ingest import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
@@ -60,8 +61,8 @@ def configure_pynetdicom(cfg: Config, tmp_dir: str) -> None:
     # Receive each data set straight to a file (PS3.8 fragments appended as they come);
     # the handler gets event.dataset_path.  The temporary file lives in the store's tmp/
     # folder, on the same filesystem as the store.
-    _config.STORE_RECV_CHUNKED_DATASET = True
-    _config.UNRESTRICTED_STORAGE_SERVICE = cfg.node.accept_unknown_sop_classes
+    compat.receive_data_sets_to_files()
+    compat.accept_unknown_storage(cfg.node.accept_unknown_sop_classes)
     tempfile.tempdir = tmp_dir
     # Lenient on read: pydicom's check of every value read against its VR (a regex per
     # UID, also for each DIMSE primitive pynetdicom builds) only ever warned, into no log

@@ -36,6 +36,7 @@ from typing import Any
 from pynetdicom import AE, evt
 
 from scp.config import Config, ConfigError, SecurityConfig
+from scp.net import compat
 
 log = logging.getLogger("spacing_scp.security")
 
@@ -205,10 +206,7 @@ class AssociationPolicy:
         if rejection is None:
             return
         log.info("association request refused: %s", rejection.why)
-        # What pynetdicom's ACSE does for its own rejections (acse.py).
-        assoc.acse.send_reject(rejection.result, rejection.source, rejection.reason)
-        evt.trigger(assoc, evt.EVT_REJECTED, {})
-        assoc.kill()
+        compat.reject_association(assoc, rejection.result, rejection.source, rejection.reason)
 
 
 def _text(value: Any) -> str:

@@ -35,12 +35,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import pynetdicom
 from pynetdicom import AE, evt
 from pynetdicom.events import EventHandlerType
 from pynetdicom.transport import ThreadedAssociationServer
 
 from scp.config import Config
-from scp.net import reactor
+from scp.net import compat, reactor
 from scp.net import tls as tls_mod
 from scp.net.tls import server_context
 
@@ -72,13 +73,12 @@ def discard_partial_dataset(event: Any) -> None:
     """``EVT_CONN_CLOSE``: remove the file of a data set whose transfer never finished.
 
     pynetdicom writes a data set received in fragments to a temporary file (in the
-    store's ``tmp/``, :func:`scp.node.configure_pynetdicom`) and deletes it after the
+    store's ``tmp/``, :func:`scp.net.ae.configure_pynetdicom`) and deletes it after the
     C-STORE handler ran; a message cut short by an A-ABORT or a dropped connection
     stays in ``assoc.dimse.message`` and its file would stay until the next start-up.
     A complete message is never there (the DIMSE provider hands it on and resets it).
     """
-    message = getattr(getattr(event.assoc, "dimse", None), "message", None)
-    handle = getattr(message, "_data_set_file", None)
+    handle = compat.partial_dataset_file(event.assoc)
     if handle is None:
         return
     with contextlib.suppress(OSError):
@@ -213,8 +213,15 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         #: Connections accepted and not finished yet (``id`` of the socket).
         self._open_connections: set[int] = set()
         self._count_lock = threading.Lock()
-        if limits.event_reactor and reactor.supported():
-            kwargs.setdefault("request_handler", reactor.EventDrivenRequestHandler)
+        if limits.event_reactor:
+            if compat.supported():
+                kwargs.setdefault("request_handler", reactor.EventDrivenRequestHandler)
+            else:
+                log.warning(
+                    "pynetdicom %s is outside %s: its own (polling) reactors run",
+                    pynetdicom.__version__,
+                    compat.REQUIREMENT,
+                )
         super().__init__(*args, **kwargs)
         if self.ssl_context is not None:
             self.ssl_context.sslsocket_class = _GuardedSSLSocket
@@ -381,7 +388,7 @@ def start_listener(
     )
     thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)
     thread.start()
-    ae._servers.append(server)
+    compat.register_server(ae, server)
     if ssl_context is not None:
         log.info("DICOM TLS on (PS3.15 B.9 BCP 195 profile, TLS 1.2+)")
     return cast(GuardedAssociationServer, server)
