@@ -24,6 +24,7 @@ from scp.config import Config
 from scp.net.ae import build_ae, configure_pynetdicom
 from scp.net.handlers import Handlers
 from scp.net.policy import AssociationPolicy
+from scp.net.scu import StorageSCU
 from scp.net.server import GuardedAssociationServer, start_listener, transport_bindings
 from scp.services.find import FindService
 from scp.services.forwarding import Forwarder
@@ -64,7 +65,7 @@ class Node:
             max_instance_bytes=cfg.node.max_instance_bytes,
             tolerance=cfg.tolerance,
         )
-        self.forwarder = Forwarder(cfg, self.sessions, self.store)
+        self.forwarder = Forwarder(cfg, self.sessions, self.store, StorageSCU)
         if cfg.destinations:
             self.ingestor.on_indexed = self.forwarder.on_indexed
         self.handlers = Handlers(self.ingestor)
