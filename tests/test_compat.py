@@ -94,6 +94,17 @@ def _associate(
     return ae.associate("127.0.0.1", _port(server), ae_title="COMPATSCP")
 
 
+def _minimal(sop_class: str, sop_instance: str) -> Dataset:
+    """A data set with only its SOP identity, explicit VR little endian."""
+    ds = Dataset()
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_instance
+    ds.set_original_encoding(False, True)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
 def _wait(predicate: Callable[[], bool], within_s: float = 5.0) -> None:
     deadline = time.monotonic() + within_s
     while not predicate():
@@ -191,13 +202,7 @@ def test_accept_unknown_storage(
         classes.append(str(event.request.AffectedSOPClassUID))
         return SUCCESS
 
-    ds = Dataset()
-    ds.SOPClassUID = UNKNOWN_SOP_CLASS
-    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.4242.2"
-    ds.set_original_encoding(False, True)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-
+    ds = _minimal(UNKNOWN_SOP_CLASS, "1.2.826.0.1.3680043.8.498.4242.2")
     monkeypatch.setattr(_config, "UNRESTRICTED_STORAGE_SERVICE", True)  # restored after
     compat.accept_unknown_storage(False)
     assert _config.UNRESTRICTED_STORAGE_SERVICE is False
@@ -533,12 +538,7 @@ def test_wake_waiting_response(serve: Callable[..., ThreadedAssociationServer]) 
 
     server = serve([(evt.EVT_C_STORE, on_store)])
     assoc = _associate(server, CTImageStorage, dimse_timeout=30)
-    ds = Dataset()
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.4242.3"
-    ds.set_original_encoding(False, True)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = _minimal(CTImageStorage, "1.2.826.0.1.3680043.8.498.4242.3")
     answers: queue.Queue[Any] = queue.Queue()
     sender = threading.Thread(target=lambda: answers.put(assoc.send_c_store(ds)))
     sender.start()
