@@ -19,6 +19,9 @@ Transport protections (:class:`GuardedAssociationServer`, a documented subclass 
   client on the TLS port would stop the node from accepting anyone);
 * more than ``2 * node.max_associations + 2`` open connections: the next ones are closed
   at once (those between ``max_associations`` and that still get the proper reason 2).
+
+:func:`start_listener` starts it for the node, with :func:`transport_bindings` among the
+event handlers.
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ from pynetdicom.transport import ThreadedAssociationServer
 from scp.config import Config
 from scp.net import compat, reactor
 from scp.net import tls as tls_mod
-from scp.net.tls import server_context
 
 log = logging.getLogger("spacing_scp.security")
 
@@ -370,7 +372,7 @@ def start_listener(
     the port cannot be bound.
     """
     node = cfg.node
-    ssl_context = server_context(cfg.tls, cfg.base_dir) if cfg.tls.enabled else None
+    ssl_context = tls_mod.server_context(cfg.tls, cfg.base_dir) if cfg.tls.enabled else None
     server = ae.make_server(
         (node.host, node.port),
         ssl_context=ssl_context,
