@@ -160,7 +160,7 @@ class DestinationWorker:
     def abort(self) -> None:
         """Abort the association in progress (the node's grace period is over)."""
         if self.opener.abort():
-            log.warning("forward %s: aborted the association (stopping)", self.dest.name)
+            log.warning("forward %s: aborting the association (stopping)", self.dest.name)
 
     # -- loop ------------------------------------------------------------------------------
     def _run(self) -> None:
