@@ -23,12 +23,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import AE, StoragePresentationContexts, _config, evt
+from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from scp.net import reactor
-from scp.node import ACCEPTED_TRANSFER_SYNTAXES
+from scp.net import compat, reactor
+from scp.net.ae import ACCEPTED_TRANSFER_SYNTAXES
 
 AE_TITLE = "SPACING_SCP"
 MAX_PDU = 262144
@@ -46,7 +46,7 @@ def serve(port: int, out: Path, event_reactor: bool) -> ThreadedAssociationServe
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".tmp"
     tmp.mkdir(exist_ok=True)
-    _config.STORE_RECV_CHUNKED_DATASET = True
+    compat.receive_data_sets_to_files()
     tempfile.tempdir = str(tmp)  # pynetdicom's receive file: same filesystem as out/
     counter = itertools.count()
     lock = threading.Lock()

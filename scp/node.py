@@ -9,103 +9,30 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import tempfile
 import threading
 import time
 from typing import Any
 
-from pydicom import config as pydicom_config
-from pydicom import uid as pyuid
-from pynetdicom import AE, StoragePresentationContexts, _config
-from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    StudyRootQueryRetrieveInformationModelFind,
-    Verification,
-)
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom import AE
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from scp.api.app import build_app
 from scp.api.server import ApiServer
 from scp.config import Config
+from scp.net.ae import build_ae, configure_pynetdicom
 from scp.net.handlers import Handlers
-from scp.net.security import AssociationPolicy, GuardedAssociationServer, Limits
-from scp.net.tls import server_context
+from scp.net.policy import AssociationPolicy
+from scp.net.scu import StorageSCU
+from scp.net.server import GuardedAssociationServer, start_listener, transport_bindings
 from scp.services.find import FindService
 from scp.services.forwarding import Forwarder
-from scp.services.ingest import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, Ingestor
+from scp.services.ingest import Ingestor
 from scp.services.series_query import IndexQueries
 from storage.db import ensure_schema, make_engine, make_session_factory
 from storage.filestore import FileStore
 
 log = logging.getLogger("spacing_scp.node")
-
-#: Transfer syntaxes accepted as sent (PS3.5 Annex A); no transcoding.
-ACCEPTED_TRANSFER_SYNTAXES: tuple[str, ...] = (
-    pyuid.ExplicitVRLittleEndian,
-    pyuid.ImplicitVRLittleEndian,
-    pyuid.DeflatedExplicitVRLittleEndian,
-    pyuid.ExplicitVRBigEndian,
-    pyuid.JPEGBaseline8Bit,
-    pyuid.JPEGExtended12Bit,
-    pyuid.JPEGLossless,
-    pyuid.JPEGLosslessSV1,
-    pyuid.JPEGLSLossless,
-    pyuid.JPEGLSNearLossless,
-    pyuid.JPEG2000Lossless,
-    pyuid.JPEG2000,
-    pyuid.JPEG2000MCLossless,
-    pyuid.JPEG2000MC,
-    pyuid.HTJ2KLossless,
-    pyuid.HTJ2KLosslessRPCL,
-    pyuid.HTJ2K,
-    pyuid.RLELossless,
-    pyuid.MPEG2MPML,
-    pyuid.MPEG2MPHL,
-    pyuid.MPEG4HP41,
-    pyuid.MPEG4HP41BD,
-    pyuid.HEVCMP51,
-    pyuid.HEVCM10P51,
-)
-
-
-def configure_pynetdicom(cfg: Config, tmp_dir: str) -> None:
-    """Process-wide pynetdicom settings (one node per process)."""
-    # Receive each data set straight to a file (PS3.8 fragments appended as they come);
-    # the handler gets event.dataset_path.  The temporary file lives in the store's tmp/
-    # folder, on the same filesystem as the store.
-    _config.STORE_RECV_CHUNKED_DATASET = True
-    _config.UNRESTRICTED_STORAGE_SERVICE = cfg.node.accept_unknown_sop_classes
-    tempfile.tempdir = tmp_dir
-    # Lenient on read: pydicom's check of every value read against its VR (a regex per
-    # UID, also for each DIMSE primitive pynetdicom builds) only ever warned, into no log
-    # anyone reads, and took ~8 % of the CPU per instance. The rules that matter are the
-    # pipeline's (scp/pipeline/validate.py), with findings; what the node writes is still
-    # checked against its VR (scp/pipeline/record.py). Set once, before any association.
-    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
-
-
-def build_ae(cfg: Config) -> AE:
-    ae = AE(ae_title=cfg.node.ae_title)
-    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
-    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
-    ae.maximum_pdu_size = cfg.node.max_pdu_size
-    ae.acse_timeout = cfg.node.acse_timeout
-    ae.dimse_timeout = cfg.node.dimse_timeout
-    ae.network_timeout = cfg.node.network_timeout
-    ae.maximum_associations = cfg.node.max_associations
-    # [security]: calling AE allow list and called AE check (PS3.8 9.3.4 reasons 3, 7).
-    AssociationPolicy.from_config(cfg).apply(ae)
-    ae.add_supported_context(Verification, list(ACCEPTED_TRANSFER_SYNTAXES[:4]))
-    # C-FIND SCP, Study Root (PS3.4 C.6.2): scp.services.find over the index.
-    ae.add_supported_context(
-        StudyRootQueryRetrieveInformationModelFind,
-        [pyuid.ExplicitVRLittleEndian, pyuid.ImplicitVRLittleEndian],
-    )
-    for cx in StoragePresentationContexts:
-        if cx.abstract_syntax is not None:
-            ae.add_supported_context(cx.abstract_syntax, list(ACCEPTED_TRANSFER_SYNTAXES))
-    return ae
 
 
 def store_tmp_name(cfg: Config, worker: int = 0) -> str:
@@ -137,7 +64,7 @@ class Node:
             max_instance_bytes=cfg.node.max_instance_bytes,
             tolerance=cfg.tolerance,
         )
-        self.forwarder = Forwarder(cfg, self.sessions, self.store)
+        self.forwarder = Forwarder(cfg, self.sessions, self.store, StorageSCU)
         if cfg.destinations:
             self.ingestor.on_indexed = self.forwarder.on_indexed
         self.handlers = Handlers(self.ingestor)
@@ -151,7 +78,7 @@ class Node:
         )
         self.api: ApiServer | None = None
         self.ae: AE | None = None
-        self.server: ThreadedAssociationServer | None = None
+        self.server: GuardedAssociationServer | None = None
         self._stopped = threading.Event()
 
     @property
@@ -172,7 +99,16 @@ class Node:
         log.info(
             "effective configuration (%s): %s", self.cfg.source, json.dumps(self.cfg.effective())
         )
-        self.server = self._start_listener(self.ae)
+        self.server = start_listener(
+            self.ae,
+            self.cfg,
+            evt_handlers=[
+                *self.policy.bindings(),
+                *transport_bindings(),
+                *self.handlers.bindings(),
+            ],
+            listen_fd=self.listen_fd,
+        )
         if self.cfg.http.enabled and not self.worker:
             app = build_app(
                 self.sessions,
@@ -194,38 +130,6 @@ class Node:
         )
         if not self.worker:
             self.forwarder.start()
-
-    def _start_listener(self, ae: AE) -> ThreadedAssociationServer:
-        """``AE.start_server(block=False)`` with :class:`scp.net.security.GuardedAssociationServer`.
-
-        Same steps as pynetdicom's ``start_server`` (ae.py): make the server, serve it
-        on a daemon thread, register it with the AE (its ``shutdown`` unregisters it).
-        """
-        node = self.cfg.node
-        ssl_context = (
-            server_context(self.cfg.tls, self.cfg.base_dir) if self.cfg.tls.enabled else None
-        )
-        server = ae.make_server(
-            (node.host, node.port),
-            ssl_context=ssl_context,
-            evt_handlers=[*self.policy.bindings(), *self.handlers.bindings()],
-            server_class=GuardedAssociationServer,
-            limits=Limits(
-                acse_timeout=node.acse_timeout,
-                network_timeout=node.network_timeout,
-                max_pdu_size=node.max_pdu_size,
-                max_connections=2 * node.max_associations + 2,
-                shared_listener=node.processes > 1,
-                listen_fd=self.listen_fd,
-                event_reactor=node.reactor == "event",
-            ),
-        )
-        thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)
-        thread.start()
-        ae._servers.append(server)
-        if ssl_context is not None:
-            log.info("DICOM TLS on (PS3.15 B.9 BCP 195 profile, TLS 1.2+)")
-        return server
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop accepting, let running associations finish within ``grace_s``, close."""

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from scp.node import ACCEPTED_TRANSFER_SYNTAXES
+from scp.net.ae import ACCEPTED_TRANSFER_SYNTAXES
 from tests.conftest import dataset_bytes, dcmtk_env, dcmtk_tool, free_port
 
 

@@ -11,7 +11,7 @@ from pynetdicom import StoragePresentationContexts
 
 from scp import status
 from scp.config import _SECTIONS, Destination
-from scp.node import ACCEPTED_TRANSFER_SYNTAXES
+from scp.net.ae import ACCEPTED_TRANSFER_SYNTAXES
 
 REPO = Path(__file__).resolve().parents[1]
 CONFORMANCE = (REPO / "docs" / "conformance.md").read_text()

@@ -14,8 +14,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 
 from scp.config import Destination
+from scp.services.forwarding.contexts import contexts_for, split_batch
 from scp.services.forwarding.routing import RoutingFacts, matches, route, worst_severity
-from scp.services.forwarding.worker import contexts_for, split_batch
 from scp.services.indexing import InstanceEntry, index_instance
 from storage import outbox
 from storage.db import (
@@ -116,11 +116,11 @@ def test_contexts_exact_first_then_fallbacks_and_at_most_128() -> None:
     ]
     cxs = contexts_for(jobs)
     assert [(c.abstract_syntax, c.transfer_syntax) for c in cxs] == [
-        ("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.5"]),
-        ("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.1"]),
-        ("1.2.840.10008.5.1.4.1.1.4", ["1.2.840.10008.1.2.4.70"]),
-        ("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]),
-        ("1.2.840.10008.5.1.4.1.1.4", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]),
+        ("1.2.840.10008.5.1.4.1.1.2", ("1.2.840.10008.1.2.5",)),
+        ("1.2.840.10008.5.1.4.1.1.2", ("1.2.840.10008.1.2.1",)),
+        ("1.2.840.10008.5.1.4.1.1.4", ("1.2.840.10008.1.2.4.70",)),
+        ("1.2.840.10008.5.1.4.1.1.2", ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")),
+        ("1.2.840.10008.5.1.4.1.1.4", ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")),
     ]
     many = [_job(i, f"1.2.3.4.{i}", "1.2.840.10008.1.2.1") for i in range(200)]
     groups = split_batch(many)

@@ -14,7 +14,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage, Verification
 
-from scp.net import reactor
+from scp.net import compat, reactor
 from scp.status import SUCCESS
 from tests.conftest import send_files
 from tests.dicom_factory import write_ct
@@ -43,7 +43,7 @@ def _wait_no_associations(node: Any, within_s: float) -> float:
 
 
 def test_default_acceptors_are_event_driven(node: Any, tmp_path: Path) -> None:
-    assert reactor.supported()
+    assert compat.supported()
     assoc = _associate(node.port)
     try:
         (acceptor,) = _acceptors(node)
@@ -51,7 +51,7 @@ def test_default_acceptors_are_event_driven(node: Any, tmp_path: Path) -> None:
         assert isinstance(acceptor.dul, reactor.EventDrivenDUL)
         # pynetdicom's timers are set on the DUL that runs.
         assert acceptor.dul.artim_timer.timeout == node.ae.acse_timeout
-        assert acceptor.dul._idle_timer.timeout == node.ae.network_timeout
+        assert compat.idle_timer(acceptor.dul).timeout == node.ae.network_timeout
         # Many request/response round trips on one association: each is answered at once
         # (a polling reactor would add ~3 ms of sleeps to every one).
         for _ in range(50):
@@ -101,7 +101,7 @@ def test_other_pynetdicom_versions_get_the_stock_reactors(
     node_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pynetdicom, "__version__", "3.1.0")
-    assert not reactor.supported()
+    assert not compat.supported()
     node = node_factory()
     assoc = _associate(node.port)
     try:
@@ -125,7 +125,7 @@ def test_wake_pipes_are_closed_and_never_written_after_the_end(node: Any) -> Non
     dul = acceptor.dul
     assert isinstance(dul, reactor.EventDrivenDUL)
     dul.wake()  # after the end: a no-op
-    dul._kill_thread = True
+    dul.request_stop()
     before = open_fds()
     for _ in range(20):
         assoc = _associate(node.port)

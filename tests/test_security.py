@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 
 from scp import status
 from scp.config import ConfigError, SecurityConfig
-from scp.net.security import AssociationPolicy
+from scp.net.policy import AssociationPolicy
 from scp.net.tls import client_context
 from storage.models import Instance
 from tests.conftest import dcmtk_env, dcmtk_tool, make_config, send_files

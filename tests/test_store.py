@@ -16,7 +16,7 @@ from pydicom.uid import UID
 from sqlalchemy import select
 
 from scp import status
-from scp.node import ACCEPTED_TRANSFER_SYNTAXES
+from scp.net.ae import ACCEPTED_TRANSFER_SYNTAXES
 from storage.models import Instance, Series
 from tests.conftest import corpus_files, dataset_bytes, echo_ok, send_files
 from tests.dicom_factory import ct_dataset, new_uid, write, write_ct

@@ -23,7 +23,7 @@ from pynetdicom import evt
 
 from scp import status
 from scp.metrics import METRICS
-from scp.net.security import describe_rejection
+from scp.net.policy import describe_rejection
 from scp.services.find import FindResponse, FindService
 from scp.services.ingest import Ingestor, Received
 

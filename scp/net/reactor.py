@@ -26,9 +26,10 @@ extension point, the ``request_handler`` of the association server
 (:class:`EventDrivenRequestHandler`). The same change, applied inside pynetdicom, is the
 upstream-able patch described in ``bench/README.md``.
 
-:func:`supported` is false for other pynetdicom versions, and the node then uses the
-stock classes, so an upgrade cannot silently run copied loop bodies against a different
-state machine.
+Every pynetdicom private name the loops use goes through :mod:`scp.net.compat`, and the
+node uses these classes only where :func:`scp.net.compat.supported` (the locked
+pynetdicom range): elsewhere it runs the stock classes, so an upgrade cannot silently run
+copied loop bodies against a different state machine.
 """
 
 from __future__ import annotations
@@ -46,13 +47,12 @@ from copy import deepcopy
 from datetime import datetime
 from typing import Any, cast
 
-import pynetdicom
 from pynetdicom import evt
-from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
-from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
-from pynetdicom.transport import AssociationSocket, RequestHandler
+from pynetdicom.transport import AssociationSocket
+
+from scp.net import compat
 
 #: The loops below log what pynetdicom's log, under pynetdicom's logger names (the node
 #: keeps pynetdicom's loggers at WARNING and writes its own association lines).
@@ -61,14 +61,6 @@ dul_log = logging.getLogger("pynetdicom.dul")
 
 #: Longest wait, in seconds, before the loops look at pynetdicom's timers again.
 IDLE_WAIT = 0.05
-
-#: The pynetdicom releases whose loop bodies this module reproduces.
-SUPPORTED_VERSIONS = ("3.0.",)
-
-
-def supported() -> bool:
-    """Whether the installed pynetdicom is one whose reactors this module replaces."""
-    return pynetdicom.__version__.startswith(SUPPORTED_VERSIONS)
 
 
 class _NotifyingQueue(queue.Queue[Any]):
@@ -83,7 +75,7 @@ class _NotifyingQueue(queue.Queue[Any]):
         self._notify()
 
 
-class EventDrivenDUL(DULServiceProvider):
+class EventDrivenDUL(compat.DULHook):
     """pynetdicom's DUL service provider, waking on socket data or new work."""
 
     def __init__(self, assoc: EventDrivenAssociation) -> None:
@@ -94,22 +86,14 @@ class EventDrivenDUL(DULServiceProvider):
         # file or socket of the process, which a late wake() must never write to.
         self._pipe_lock = threading.Lock()
         self._pipe_open = True
-        self._dul_stopping = False
         super().__init__(assoc)
         self.to_provider_queue = _NotifyingQueue(self.wake)
         self.to_user_queue = _NotifyingQueue(assoc.wake)
 
-    # pynetdicom stops the thread by assigning ``_kill_thread`` (``kill_dul``,
-    # ``stop_dul``, the reactor itself): a property lets the assignment wake it.
-    @property
-    def _kill_thread(self) -> bool:
-        return self._dul_stopping
-
-    @_kill_thread.setter
-    def _kill_thread(self, value: bool) -> None:
-        self._dul_stopping = value
-        if value:
-            self.wake()
+    def on_stop(self) -> None:
+        """pynetdicom asks the thread to end (``kill_dul``, ``stop_dul``, the loop itself):
+        wake it so that it sees the request at once."""
+        self.wake()
 
     def wake(self) -> None:
         """Make the reactor's current or next wait return at once."""
@@ -130,7 +114,7 @@ class EventDrivenDUL(DULServiceProvider):
         try:
             ready, _, _ = select.select(watched, [], [], IDLE_WAIT)
         except (OSError, ValueError):  # the socket closed under us
-            time.sleep(self._run_loop_delay)
+            time.sleep(compat.run_loop_delay(self))
             return
         if self._wake_r in ready:
             with contextlib.suppress(OSError):
@@ -152,29 +136,31 @@ class EventDrivenDUL(DULServiceProvider):
         cast(EventDrivenAssociation, self.assoc).wake()
 
     def _run_reactor_loop(self) -> None:
-        self._idle_timer.start()
+        idle_timer = compat.idle_timer(self)
+        dul_ready = compat.dul_ready(self.assoc)
+        idle_timer.start()
         self.socket = cast(AssociationSocket, self.socket)
         sleep = False
 
         while True:
-            if not self.assoc._dul_ready.is_set():
-                self.assoc._dul_ready.set()
+            if not dul_ready.is_set():
+                dul_ready.set()
                 sleep = True
 
             if sleep:
                 self._wait()
 
-            if self._kill_thread:
+            if self.stop_requested:
                 break
 
             if self.artim_timer.expired:
                 self.event_queue.put("Evt18")
 
             try:
-                if self._process_recv_primitive():
+                if compat.process_recv_primitive(self):
                     pass
-                elif self._is_transport_event():
-                    self._idle_timer.restart()
+                elif compat.is_transport_event(self):
+                    idle_timer.restart()
             except Exception as exc:
                 dul_log.error("Exception in DUL.run(), aborting association")
                 dul_log.exception(exc)
@@ -184,8 +170,8 @@ class EventDrivenDUL(DULServiceProvider):
                 self.socket.send(abort_pdu.encode())
                 self.assoc.is_aborted = True
                 self.assoc.is_established = False
-                self.assoc._kill = True
-                self._kill_thread = True
+                compat.kill_association(self.assoc)
+                self.request_stop()
                 return
 
             try:
@@ -198,12 +184,11 @@ class EventDrivenDUL(DULServiceProvider):
             sleep = False
 
 
-class EventDrivenAssociation(Association):
+class EventDrivenAssociation(compat.AssociationHook):
     """pynetdicom's acceptor association, its reactor waking on DIMSE/ACSE input."""
 
     def __init__(self, ae: Any, mode: str) -> None:
         self._wake_event = threading.Event()
-        self._killed = False
         super().__init__(ae, mode)
         self.dul = EventDrivenDUL(self)
         # pynetdicom's setters copy these onto the DUL's ARTIM and idle timers
@@ -212,15 +197,9 @@ class EventDrivenAssociation(Association):
         self.network_timeout = self.network_timeout
         self.dimse.msg_queue = _NotifyingQueue(self.wake)
 
-    @property
-    def _kill(self) -> bool:
-        return self._killed
-
-    @_kill.setter
-    def _kill(self, value: bool) -> None:
-        self._killed = value
-        if value:
-            self.wake()
+    def on_kill(self) -> None:
+        """pynetdicom asks the loop to end (``kill()``, the DUL's error path): wake it."""
+        self.wake()
 
     def wake(self) -> None:
         """Make the reactor's current or next wait return at once."""
@@ -229,22 +208,20 @@ class EventDrivenAssociation(Association):
     def _has_input(self) -> bool:
         return bool(self.dimse.msg_queue.queue) or bool(self.dul.to_user_queue.queue)
 
-    def _run_reactor(self) -> None:
+    def run_acceptor_reactor(self) -> None:
         """pynetdicom 3.0.4's ``Association._run_reactor`` (acceptor), waiting on
         :attr:`_wake_event` where it slept 1 ms before each pass."""
-        self._is_paused = False
-        while not self._kill:
+        compat.reactor_running(self)
+        while not self.kill_requested:
             if not self._has_input():
                 self._wake_event.wait(IDLE_WAIT)
             self._wake_event.clear()
 
-            self._is_paused = True
-            self._reactor_checkpoint.wait()
-            self._is_paused = False
+            compat.reactor_checkpoint(self)
 
             context_id, msg = self.dimse.get_msg(block=False)
             if msg:
-                self._serve_request(msg, cast(int, context_id))
+                compat.serve_request(self, msg, cast(int, context_id))
 
             if self.is_established and self.acse.is_release_requested():
                 self.acse.send_release(is_response=True)
@@ -274,10 +251,8 @@ class EventDrivenAssociation(Association):
             if self.dul.idle_timer_expired():
                 log.error("Network timeout reached")
                 if self.network_timeout_response == "A-RELEASE":
-                    self._is_paused = True
-                    self._reactor_checkpoint.wait()
-                    self.release()
-                    self._is_paused = False
+                    with compat.reactor_paused(self):
+                        self.release()
                 else:
                     self.abort()
 
@@ -285,15 +260,18 @@ class EventDrivenAssociation(Association):
                 return
 
 
-class EventDrivenRequestHandler(RequestHandler):
+class EventDrivenRequestHandler(compat.RequestHandlerHook):
     """pynetdicom's request handler, creating :class:`EventDrivenAssociation` acceptors.
 
-    ``_create_association`` is pynetdicom 3.0.4's (transport.py) with the class swapped.
+    :meth:`create_association` is pynetdicom 3.0.4's ``RequestHandler._create_association``
+    (transport.py) with the class swapped (:attr:`association_class`).
     """
 
-    def _create_association(self) -> Association:
-        assoc = EventDrivenAssociation(self.ae, MODE_ACCEPTOR)
-        assoc._server = self.server
+    association_class: type[EventDrivenAssociation] = EventDrivenAssociation
+
+    def create_association(self) -> Association:
+        assoc = self.association_class(self.ae, compat.MODE_ACCEPTOR)
+        compat.set_association_server(assoc, self.server)
 
         timestamp = datetime.strftime(datetime.now(), "%Y%m%d%H%M%S")
         assoc.name = f"AcceptorThread@{timestamp}"
@@ -310,12 +288,5 @@ class EventDrivenRequestHandler(RequestHandler):
 
         assoc.requestor.address_info = self.remote
 
-        for event in self.server._handlers:
-            if event.is_intervention and self.server._handlers[event]:
-                assoc.bind(event, *self.server._handlers[event])
-            elif isinstance(event, evt.NotificationEvent):
-                for handler in self.server._handlers[event]:
-                    handler = cast(evt._HandlerBase, handler)
-                    assoc.bind(event, handler[0], handler[1])
-
+        compat.bind_server_handlers(assoc, self.server)
         return assoc

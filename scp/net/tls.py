@@ -15,7 +15,7 @@ renegotiation are off.  With ``require_client_cert`` the peer must present a
 certificate that chains to ``ca_file`` (mutual authentication, PS3.15 B.9
 "the Application Entity shall authenticate the peer"); with a ``ca_file`` but
 without ``require_client_cert`` a presented certificate is verified, and a peer
-without one is still accepted (the AE title policy of :mod:`scp.net.security`
+without one is still accepted (the AE title policy of :mod:`scp.net.policy`
 applies either way).
 """
 

@@ -1,17 +1,14 @@
 """Forwarding workers: one thread per destination, sending the outbox as a Storage SCU.
 
 Each worker claims a batch of due jobs (:func:`storage.outbox.claim`), opens one
-association for it (PS3.7 D.3, PS3.8 9.3.2) and sends the instances with C-STORE
-(PS3.7 9.1.1), then releases the association.  Presentation contexts (PS3.8
-9.3.2.2): for every SOP class of the batch, one context per stored transfer
-syntax holding exactly that syntax, and one fallback context offering Explicit
-VR Little Endian and Implicit VR Little Endian.  An instance goes out in the
-transfer syntax it is stored in (the file's bytes, streamed: pynetdicom's chunked
-send); only between the uncompressed little-endian syntaxes (explicit, implicit,
-deflated) is it re-encoded, through pydicom, when the destination accepted no
-context with the stored syntax.  A compressed instance is never transcoded: if
-its exact context was rejected it cannot be sent to that destination, and the
-job is ``dead`` with the negotiation result as the reason.
+association for it (PS3.7 D.3, PS3.8 9.3.2) through its
+:class:`~scp.services.forwarding.sender.AssociationOpener`, with the presentation
+contexts of :mod:`scp.services.forwarding.contexts`, and sends the instances with
+C-STORE (PS3.7 9.1.1), then releases the association.  An instance goes out in the
+transfer syntax it is stored in (the file's bytes, streamed); only between the
+uncompressed little-endian syntaxes is it re-encoded.  A compressed instance is never
+transcoded: if its exact context was rejected it cannot be sent to that destination,
+and the job is ``dead`` with the negotiation result as the reason.
 
 Responses (PS3.4 B.2.3): Success (0x0000) and the warnings Coercion of Data
 Elements (0xB000), Elements Discarded (0xB006) and Data Set does not match SOP
@@ -29,54 +26,36 @@ import contextlib
 import logging
 import os
 import random
-import secrets
-import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from pydicom import dcmread
-from pydicom import uid as pyuid
-from pynetdicom import AE, _config, build_context, evt
-from pynetdicom.presentation import PresentationContext
-from sqlalchemy import event
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from scp import status as dimse
 from scp.config import Config, Destination
 from scp.metrics import METRICS
 from scp.pipeline.model import PipelineResult
+from scp.services.forwarding.contexts import contexts_for, pick_context, split_batch
 from scp.services.forwarding.egress import result_from_index, write_annotated
-from scp.services.forwarding.routing import facts_from_entry, route
+from scp.services.forwarding.sender import (
+    AssociationOpener,
+    AssociationSettings,
+    StoreAssociation,
+)
 from storage import outbox
 from storage.db import write_session
 from storage.filestore import FileStore
-from storage.index import IndexedInstance, IndexEntry
 from storage.models import Instance
 
 log = logging.getLogger("spacing_scp.forward")
 
 #: Statuses after which the destination holds the instance (PS3.4 B.2.3).
 DONE_STATUSES: frozenset[int] = dimse.SUCCESS_STATUSES | dimse.WARNING_STATUSES
-#: Transfer syntaxes an instance may be re-encoded between (no pixel data change).
-NATIVE_LITTLE_ENDIAN: frozenset[str] = frozenset(
-    {
-        pyuid.ExplicitVRLittleEndian,
-        pyuid.ImplicitVRLittleEndian,
-        pyuid.DeflatedExplicitVRLittleEndian,
-    }
-)
-FALLBACK_TRANSFER_SYNTAXES: tuple[str, ...] = (
-    pyuid.ExplicitVRLittleEndian,
-    pyuid.ImplicitVRLittleEndian,
-)
-#: Presentation context IDs are odd numbers 1-255 (PS3.8 9.3.2.2).
-MAX_CONTEXTS = 128
 #: Seconds an association stays open waiting for more jobs before it is released.
 LINGER_S = 0.5
 
@@ -84,23 +63,6 @@ METRICS.describe(
     "spacing_scp_forward_sent_total",
     "Forwarding attempts by destination and outcome (done, retry, dead)",
 )
-
-#: PS3.8 9.3.3.2 presentation context results.
-_CX_RESULTS = {
-    0x01: "user rejection",
-    0x02: "no reason",
-    0x03: "abstract syntax not supported",
-    0x04: "transfer syntaxes not supported",
-}
-
-
-def default_node_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def _uid_name(value: str) -> str:
-    name = pyuid.UID(value).name
-    return name if name and name != value else value
 
 
 @dataclass(frozen=True)
@@ -133,87 +95,19 @@ class WorkerSettings:
             annotate=cfg.policy.annotate_private,
         )
 
-
-# -- presentation contexts ------------------------------------------------------------------
-
-
-def _context_keys(jobs: Iterable[outbox.ClaimedJob]) -> list[tuple[str, tuple[str, ...]]]:
-    keys: dict[tuple[str, tuple[str, ...]], None] = {}
-    for job in jobs:
-        keys[(job.sop_class_uid, (job.transfer_syntax_uid,))] = None
-        keys[(job.sop_class_uid, FALLBACK_TRANSFER_SYNTAXES)] = None
-    return list(keys)
-
-
-def split_batch(jobs: Sequence[outbox.ClaimedJob]) -> list[list[outbox.ClaimedJob]]:
-    """Groups of jobs whose presentation contexts fit one association (at most 128)."""
-    groups: list[list[outbox.ClaimedJob]] = []
-    current: list[outbox.ClaimedJob] = []
-    for job in jobs:
-        if current and len(_context_keys([*current, job])) > MAX_CONTEXTS:
-            groups.append(current)
-            current = []
-        current.append(job)
-    if current:
-        groups.append(current)
-    return groups
-
-
-def contexts_for(jobs: Sequence[outbox.ClaimedJob]) -> list[PresentationContext]:
-    """Exact contexts first (one transfer syntax each), then the uncompressed fallbacks."""
-    keys = _context_keys(jobs)
-    exact = [k for k in keys if k[1] != FALLBACK_TRANSFER_SYNTAXES]
-    fallback = [k for k in keys if k[1] == FALLBACK_TRANSFER_SYNTAXES]
-    return [build_context(sop, list(ts)) for sop, ts in exact + fallback]
-
-
-def pick_context(assoc: Any, job: outbox.ClaimedJob) -> tuple[str, PresentationContext | None]:
-    """``("file", cx)``: send the stored bytes; ``("convert", cx)``: re-encode natively;
-    ``(reason, None)``: the instance cannot go over this association."""
-    accepted = [cx for cx in assoc.accepted_contexts if cx.abstract_syntax == job.sop_class_uid]
-    for cx in accepted:
-        if cx.transfer_syntax[0] == job.transfer_syntax_uid:
-            return "file", cx
-    if job.transfer_syntax_uid in NATIVE_LITTLE_ENDIAN:
-        for cx in accepted:
-            if cx.transfer_syntax[0] in NATIVE_LITTLE_ENDIAN:
-                return "convert", cx
-    sop, ts = _uid_name(job.sop_class_uid), _uid_name(job.transfer_syntax_uid)
-    if accepted:
-        offered = ", ".join(_uid_name(cx.transfer_syntax[0]) for cx in accepted)
-        return (
-            f"no presentation context: the destination accepted {sop} only in {offered}, "
-            f"the instance is stored in {ts} and the node does not transcode",
-            None,
+    def association(self, dest: Destination) -> AssociationSettings:
+        """How this node associates with ``dest`` (its calling AE title, or the node's)."""
+        return AssociationSettings(
+            host=dest.host,
+            port=dest.port,
+            called_ae_title=dest.ae_title,
+            calling_ae_title=dest.calling_ae_title or self.ae_title,
+            connect_timeout_s=self.connect_timeout_s,
+            acse_timeout_s=self.acse_timeout,
+            dimse_timeout_s=self.dimse_timeout,
+            network_timeout_s=self.network_timeout,
+            max_pdu=self.max_pdu,
         )
-    results = sorted(
-        {
-            _CX_RESULTS.get(int(cx.result or 0), f"result {cx.result}")
-            for cx in assoc.rejected_contexts
-            if cx.abstract_syntax == job.sop_class_uid
-        }
-    )
-    why = f" ({', '.join(results)}, PS3.8 9.3.3.2)" if results else ""
-    return (
-        f"no presentation context: the destination rejected {sop} (stored in {ts}, "
-        f"offered with the uncompressed fallbacks too){why}",
-        None,
-    )
-
-
-def _association_failure(assoc: Any, dest: Destination, connected: bool) -> str:
-    where = f"{dest.ae_title}@{dest.host}:{dest.port}"
-    if not connected:
-        return f"no association with {where}: TCP connection failed or timed out"
-    if assoc.is_rejected:
-        rj: Any = getattr(assoc.acceptor, "primitive", None)
-        detail = ""
-        with contextlib.suppress(Exception):
-            detail = f" ({rj.result_str}, {rj.source_str}: {rj.reason_str}; PS3.8 9.3.4)"
-        return f"association rejected by {where}{detail}"
-    if assoc.is_aborted:
-        return f"association with {where} aborted during negotiation"
-    return f"no answer from {where} to the association request (ACSE timeout)"
 
 
 # -- one destination ------------------------------------------------------------------------
@@ -229,9 +123,11 @@ class DestinationWorker:
         store: FileStore,
         settings: WorkerSettings,
         node_id: str,
+        opener: AssociationOpener,
         rng: random.Random | None = None,
     ) -> None:
         self.dest = dest
+        self.opener = opener
         self.sessions = sessions
         self.store = store
         self.settings = settings
@@ -240,7 +136,6 @@ class DestinationWorker:
         self.wake_event = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"forward-{dest.name}", daemon=True)
-        self._ae: AE | None = None
         self._failures = 0
         self._circuit_until = 0.0
         self._held: set[int] = set()
@@ -264,15 +159,8 @@ class DestinationWorker:
 
     def abort(self) -> None:
         """Abort the association in progress (the node's grace period is over)."""
-        ae = self._ae
-        if ae is not None:
-            for assoc in list(ae.active_associations):
-                log.warning("forward %s: aborting the association (stopping)", self.dest.name)
-                assoc.abort()
-                # A C-STORE waiting for its response is not woken by a local abort (pynetdicom
-                # only does so when the peer aborts or the ARTIM timer expires): it would wait
-                # out the DIMSE timeout.  Hand it "no response", as pynetdicom's own aborts do.
-                assoc.dimse.msg_queue.put((None, None))
+        if self.opener.abort():
+            log.warning("forward %s: aborting the association (stopping)", self.dest.name)
 
     # -- loop ------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -406,50 +294,20 @@ class DestinationWorker:
         )
 
     # -- the association -------------------------------------------------------------------
-    def _new_ae(self) -> AE:
-        s = self.settings
-        ae = AE(ae_title=self.dest.calling_ae_title or s.ae_title)
-        ae.acse_timeout = s.acse_timeout
-        ae.dimse_timeout = s.dimse_timeout
-        ae.network_timeout = s.network_timeout
-        ae.connection_timeout = s.connect_timeout_s
-        ae.maximum_pdu_size = s.max_pdu
-        return ae
-
     def _send_group(self, group: list[outbox.ClaimedJob]) -> None:
-        ae = self._ae = self._new_ae()
-        connected: list[bool] = []
-
-        def on_open(event: Any) -> None:
-            connected.append(True)
-            sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+        assoc = self.opener.open(contexts_for(group))
+        if not assoc.is_established:
+            self._not_associated(assoc, group)
+            return
+        self._failures = 0
         try:
-            assoc = ae.associate(
-                self.dest.host,
-                self.dest.port,
-                contexts=contexts_for(group),
-                ae_title=self.dest.ae_title,
-                max_pdu=self.settings.max_pdu,
-                evt_handlers=[(evt.EVT_CONN_OPEN, on_open)],
-            )
-            if not assoc.is_established:
-                self._not_associated(assoc, group, bool(connected))
-                return
-            self._failures = 0
-            try:
-                self._send_over(assoc, group)
-                self._keep_sending(assoc)
-            finally:
-                if assoc.is_established:
-                    assoc.release()
+            self._send_over(assoc, group)
+            self._keep_sending(assoc)
         finally:
-            self._ae = None
+            if assoc.is_established:
+                assoc.release()
 
-    def _keep_sending(self, assoc: Any) -> None:
+    def _keep_sending(self, assoc: StoreAssociation) -> None:
         """Jobs that become due while the association is open (a series still arriving)
         go over it too, as long as its accepted contexts fit them; after ``LINGER_S``
         without new jobs the association is released."""
@@ -479,7 +337,7 @@ class DestinationWorker:
                 return
             self._send_over(assoc, jobs)
 
-    def _not_associated(self, assoc: Any, group: list[outbox.ClaimedJob], connected: bool) -> None:
+    def _not_associated(self, assoc: StoreAssociation, group: list[outbox.ClaimedJob]) -> None:
         if assoc.rejected_contexts and not assoc.accepted_contexts:
             # The destination answered, and accepts none of the contexts: final.
             self._failures = 0
@@ -487,7 +345,7 @@ class DestinationWorker:
                 reason, _ = pick_context(assoc, job)
                 self._bury(job, reason)
             return
-        error = _association_failure(assoc, self.dest, connected)
+        error = assoc.failure
         if self._stop.is_set():
             return  # released by run_once, no attempt counted
         self._failures += 1
@@ -499,7 +357,7 @@ class DestinationWorker:
         for job in group:
             self._fail(job, error)
 
-    def _send_over(self, assoc: Any, group: list[outbox.ClaimedJob]) -> None:
+    def _send_over(self, assoc: StoreAssociation, group: list[outbox.ClaimedJob]) -> None:
         for job in group:
             if self._stop.is_set() or not assoc.is_established:
                 return  # the rest is released, no attempt counted
@@ -513,28 +371,22 @@ class DestinationWorker:
             started = time.perf_counter()
             try:
                 with self._source(job) as path:
-                    if mode == "file":
-                        _config.STORE_SEND_CHUNKED_DATASET = True
-                        rsp = assoc.send_c_store(path)
-                    else:
-                        rsp = assoc.send_c_store(dcmread(path))
+                    rsp = assoc.send_c_store(path, reencode=mode != "file")
             except Exception as exc:
                 self._fail(job, f"could not send: {type(exc).__name__}: {exc}")
                 continue
-            code = getattr(rsp, "Status", None)
+            code = rsp.status
             if code is None:
                 if self._stop.is_set():
                     return  # aborted by stop: released, no attempt counted
                 self._fail(job, "no C-STORE response (DIMSE timeout or association aborted)")
                 return
-            code = int(code)
             if code in DONE_STATUSES:
                 self._done(job, code, (time.perf_counter() - started) * 1000)
             else:
-                comment = getattr(rsp, "ErrorComment", None)
                 text = f"C-STORE status 0x{code:04X} ({dimse.describe(code)})"
-                if comment:
-                    text += f": {comment}"
+                if rsp.error_comment:
+                    text += f": {rsp.error_comment}"
                 self._fail(job, text, status=code)
 
     # -- what goes out ---------------------------------------------------------------------
@@ -576,95 +428,3 @@ class DestinationWorker:
             if inst is None:
                 raise FileNotFoundError(f"instance {instance_id} is no longer indexed")
             return result_from_index(inst)
-
-
-# -- all destinations -----------------------------------------------------------------------
-
-
-class Forwarder:
-    """The node's forwarding: routing at ingest, one worker per destination."""
-
-    def __init__(self, cfg: Config, sessions: sessionmaker[Session], store: FileStore) -> None:
-        self.destinations = list(cfg.destinations)
-        self.sessions = sessions
-        self.node_id = cfg.forwarding.node_id or default_node_id()
-        settings = WorkerSettings.from_config(cfg)
-        self.workers = {
-            d.name: DestinationWorker(d, sessions, store, settings, self.node_id)
-            for d in self.destinations
-        }
-        self._started = False
-
-    def on_indexed(
-        self,
-        session: Session,
-        instance: IndexedInstance,
-        entry: IndexEntry,
-        result: PipelineResult,
-    ) -> None:
-        """Ingest hook, inside the transaction that indexes the instance: queue its jobs,
-        and wake their workers once that transaction has committed."""
-        names = route(self.destinations, facts_from_entry(entry))
-        added = outbox.enqueue(session, instance.id, names, new_instance=not instance.resend)
-        if added:
-            event.listen(session, "after_commit", lambda _s: self.wake(added), once=True)
-
-    def wake(self, names: Iterable[str] | None = None) -> None:
-        for name in self.workers if names is None else names:
-            worker = self.workers.get(name)
-            if worker is not None:
-                worker.wake()
-
-    def start(self) -> None:
-        if self._started:
-            return
-        self._started = True
-        _config.STORE_SEND_CHUNKED_DATASET = True
-        for worker in self.workers.values():
-            worker.start()
-        if self.workers:
-            log.info(
-                "forwarding to %d destination(s) as %s: %s",
-                len(self.workers),
-                self.node_id,
-                ", ".join(self.workers),
-            )
-
-    def request_stop(self) -> None:
-        for worker in self.workers.values():
-            worker.request_stop()
-
-    def stop(self, grace_s: float) -> None:
-        """Let running C-STOREs finish within ``grace_s``, then abort; unsent jobs of a
-        claimed batch go back to ``pending`` (a job is never lost)."""
-        self.request_stop()
-        deadline = time.monotonic() + grace_s
-        for worker in self.workers.values():
-            worker.join(max(0.0, deadline - time.monotonic()))
-        for worker in self.workers.values():
-            if not worker.join(0):
-                worker.abort()
-        for worker in self.workers.values():
-            if not worker.join(5):
-                log.warning(
-                    "forward %s: worker still busy; its jobs return after the lease",
-                    worker.dest.name,
-                )
-
-    def gauges(self) -> dict[str, float]:
-        """Queue depth per destination and state, and the oldest undelivered job's age."""
-        with self.sessions() as session:
-            rows = outbox.summary(session, self.workers)
-        out: dict[str, float] = {}
-        for row in rows:
-            dest = _label(row["destination"])
-            for state, count in row["counts"].items():
-                out[f'spacing_scp_forward_jobs{{destination="{dest}",state="{state}"}}'] = count
-            age = row["oldest_pending_age_s"]
-            key = f'spacing_scp_forward_oldest_pending_age_seconds{{destination="{dest}"}}'
-            out[key] = float(age or 0.0)
-        return out
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,25 +1,4 @@
-"""Who may associate with the node, and a listener that survives hostile peers.
-
-Association acceptance (``[security]``), answered with the A-ASSOCIATE-RJ of
-PS3.8 9.3.4 (result / source / reason-diag):
-
-* ``allowed_calling_ae_titles`` (empty: anyone) and ``require_called_ae_title``
-  are pynetdicom's own checks (``AE.require_calling_aet``, ``AE.require_called_aet``,
-  applied in ``acse._negotiate_as_acceptor``): rejected-permanent (1), DICOM UL
-  service-user (1), reason 3 *calling-AE-title-not-recognized* or reason 7
-  *called-AE-title-not-recognized*.
-* ``calling_ae_hosts`` pins a calling AE title to peer addresses (IPs or CIDR
-  networks).  pynetdicom has no hook for it inside the negotiation, but its
-  acceptor reactor checks, right after ``EVT_REQUESTED``, whether a handler of that
-  event rejected the association (``association.py`` ``run_reactor``: "User used
-  EVT_REQUESTED to send an A-ABORT or A-ASSOCIATE-RJ"): :meth:`AssociationPolicy.
-  on_requested` rejects there, as pynetdicom itself does (``send_reject``, then
-  ``EVT_REJECTED``, then ``kill``), with 1 / 1 / 3: the title is not recognized
-  *from that address* (as dcmtk's dcmqrscp answers a host mismatch).
-* More associations than ``node.max_associations`` get pynetdicom's transient (2),
-  service-provider presentation (3), reason 2 *local-limit-exceeded*.
-
-Every rejection is logged with the peer address (``scp.net.handlers.Handlers.on_rejected``).
+"""A listener that survives hostile peers: the guarded association server.
 
 Transport protections (:class:`GuardedAssociationServer`, a documented subclass of
 ``pynetdicom.transport.ThreadedAssociationServer``, passed as ``server_class`` to
@@ -40,12 +19,14 @@ Transport protections (:class:`GuardedAssociationServer`, a documented subclass 
   client on the TLS port would stop the node from accepting anyone);
 * more than ``2 * node.max_associations + 2`` open connections: the next ones are closed
   at once (those between ``max_associations`` and that still get the proper reason 2).
+
+:func:`start_listener` starts it for the node, with :func:`transport_bindings` among the
+event handlers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
@@ -53,49 +34,20 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import pynetdicom
 from pynetdicom import AE, evt
+from pynetdicom.events import EventHandlerType
 from pynetdicom.transport import ThreadedAssociationServer
 
-from scp.config import Config, ConfigError, SecurityConfig
-from scp.net import reactor
+from scp.config import Config
+from scp.net import compat, reactor
 from scp.net import tls as tls_mod
 
 log = logging.getLogger("spacing_scp.security")
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-#: A-ASSOCIATE-RJ values (PS3.8 9.3.4, table 9-21).
-RESULT_PERMANENT = 1
-RESULT_TRANSIENT = 2
-SOURCE_SERVICE_USER = 1
-SOURCE_SERVICE_PROVIDER_ACSE = 2
-SOURCE_SERVICE_PROVIDER_PRESENTATION = 3
-REASON_NO_REASON = 1
-REASON_CALLING_AE_NOT_RECOGNIZED = 3
-REASON_CALLING_AE_NOT_RECOGNIZED_TEXT = "calling-AE-title-not-recognized"
-REASON_CALLED_AE_NOT_RECOGNIZED = 7
-REASON_LOCAL_LIMIT_EXCEEDED = 2
-
-_RESULTS = {1: "rejected-permanent", 2: "rejected-transient"}
-_SOURCES = {
-    1: "DICOM UL service-user",
-    2: "DICOM UL service-provider (ACSE)",
-    3: "DICOM UL service-provider (presentation)",
-}
-_REASONS = {
-    (1, 1): "no-reason-given",
-    (1, 2): "application-context-name-not-supported",
-    (1, 3): "calling-AE-title-not-recognized",
-    (1, 7): "called-AE-title-not-recognized",
-    (2, 1): "no-reason-given",
-    (2, 2): "protocol-version-not-supported",
-    (3, 1): "temporary-congestion",
-    (3, 2): "local-limit-exceeded",
-}
 
 #: Largest PDU other than P-DATA-TF accepted (A-ASSOCIATE-RQ with 128 presentation
 #: contexts of 30 transfer syntaxes each stays far below it).
@@ -103,168 +55,32 @@ MAX_ACSE_PDU = 1024 * 1024
 _P_DATA_TF = 0x04
 
 
-def describe_rejection(result: int, source: int, reason: int) -> str:
-    """``rejected-permanent, DICOM UL service-user, calling-AE-title-not-recognized``."""
-    return ", ".join(
-        (
-            _RESULTS.get(result, f"result {result}"),
-            _SOURCES.get(source, f"source {source}"),
-            _REASONS.get((source, reason), f"reason {reason}"),
-        )
-    )
+def transport_bindings() -> list[tuple[Any, Any]]:
+    """The event handlers the protections above need on every association."""
+    return [
+        (evt.EVT_ACCEPTED, on_accepted),
+        (evt.EVT_CONN_CLOSE, discard_partial_dataset),
+    ]
 
 
-def _peer_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped  # a dual-stack listener sees ::ffff:10.0.0.5
-    return ip
-
-
-def parse_networks(pins: Mapping[str, list[str]]) -> dict[str, tuple[IPNetwork, ...]]:
-    """``calling_ae_hosts`` as networks; raises ConfigError naming a bad entry."""
-    out: dict[str, tuple[IPNetwork, ...]] = {}
-    for title, hosts in pins.items():
-        if not title.strip() or len(title.strip()) > 16:
-            raise ConfigError(f"security.calling_ae_hosts: {title!r} is not an AE title")
-        if not hosts:
-            raise ConfigError(f"security.calling_ae_hosts.{title}: at least one address")
-        nets = []
-        for host in hosts:
-            try:
-                nets.append(ipaddress.ip_network(host.strip(), strict=False))
-            except ValueError:
-                raise ConfigError(
-                    f"security.calling_ae_hosts.{title}: {host!r} is not an IP address "
-                    "or a network (CIDR, e.g. 10.1.2.0/24)"
-                ) from None
-        out[title.strip()] = tuple(nets)
-    return out
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """An A-ASSOCIATE-RJ to send (PS3.8 9.3.4) and why."""
-
-    result: int
-    source: int
-    reason: int
-    why: str
-
-
-class AssociationPolicy:
-    """The ``[security]`` section, applied to an AE and its association requests."""
-
-    def __init__(self, security: SecurityConfig, ae_title: str) -> None:
-        self.ae_title = ae_title.strip()
-        self.allowed = tuple(t.strip() for t in security.allowed_calling_ae_titles if t.strip())
-        for title in self.allowed:
-            if len(title) > 16 or "\\" in title:
-                raise ConfigError(f"security.allowed_calling_ae_titles: {title!r} is not an AE")
-        self.require_called = security.require_called_ae_title
-        self.pins = parse_networks(security.calling_ae_hosts)
-        if self.allowed:
-            unknown = sorted(set(self.pins) - set(self.allowed))
-            if unknown:
-                raise ConfigError(
-                    f"security.calling_ae_hosts.{unknown[0]}: not in "
-                    "security.allowed_calling_ae_titles (it could never associate)"
-                )
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> AssociationPolicy:
-        return cls(cfg.security, cfg.node.ae_title)
-
-    # -- the rules, as pure functions (unit tests, and the log) ------------------------------
-    def check(self, calling: str, called: str, peer_address: str) -> Rejection | None:
-        """The rejection the node answers this request with, or ``None`` to go on.
-
-        The first two rules are enforced by pynetdicom (see :meth:`apply`); they are
-        repeated here so that the whole policy can be read and tested in one place.
-        """
-        calling, called = calling.strip(), called.strip()
-        if self.allowed and calling not in self.allowed:
-            return Rejection(
-                RESULT_PERMANENT,
-                SOURCE_SERVICE_USER,
-                REASON_CALLING_AE_NOT_RECOGNIZED,
-                f"calling AE title {calling!r} is not in security.allowed_calling_ae_titles",
-            )
-        if self.require_called and called != self.ae_title:
-            return Rejection(
-                RESULT_PERMANENT,
-                SOURCE_SERVICE_USER,
-                REASON_CALLED_AE_NOT_RECOGNIZED,
-                f"called AE title {called!r} is not the node's {self.ae_title!r}",
-            )
-        return self.check_host(calling, peer_address)
-
-    def check_host(self, calling: str, peer_address: str) -> Rejection | None:
-        """Host pinning: a pinned calling AE title only from its addresses."""
-        nets = self.pins.get(calling.strip())
-        if nets is None:
-            return None
-        ip = _peer_ip(peer_address)
-        if ip is not None and any(ip.version == n.version and ip in n for n in nets):
-            return None
-        return Rejection(
-            RESULT_PERMANENT,
-            SOURCE_SERVICE_USER,
-            REASON_CALLING_AE_NOT_RECOGNIZED,
-            f"calling AE title {calling.strip()!r} is pinned to "
-            f"{', '.join(map(str, nets))}; the request came from {peer_address}",
-        )
-
-    # -- pynetdicom ------------------------------------------------------------------------
-    def apply(self, ae: AE) -> None:
-        """pynetdicom's own checks: reasons 3 and 7 of PS3.8 9.3.4."""
-        ae.require_calling_aet = list(self.allowed)
-        ae.require_called_aet = self.require_called
-
-    def bindings(self) -> list[tuple[Any, Any]]:
-        return [
-            (evt.EVT_REQUESTED, self.on_requested),
-            (evt.EVT_ACCEPTED, self.on_accepted),
-            (evt.EVT_CONN_CLOSE, discard_partial_dataset),
-        ]
-
-    def on_requested(self, event: Any) -> None:
-        """``EVT_REQUESTED``: reject a pinned calling AE from another host."""
-        assoc = event.assoc
-        primitive = assoc.requestor.primitive
-        calling = _text(getattr(primitive, "calling_ae_title", ""))
-        peer = assoc.requestor.address_info.address
-        rejection = self.check_host(calling, str(peer))
-        if rejection is None:
-            return
-        log.info("association request refused: %s", rejection.why)
-        # What pynetdicom's ACSE does for its own rejections (acse.py).
-        assoc.acse.send_reject(rejection.result, rejection.source, rejection.reason)
-        evt.trigger(assoc, evt.EVT_REJECTED, {})
-        assoc.kill()
-
-    def on_accepted(self, event: Any) -> None:
-        """From now on a silent peer is judged by ``network_timeout`` (not ACSE's)."""
-        sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.settimeout(event.assoc.network_timeout)
+def on_accepted(event: Any) -> None:
+    """From now on a silent peer is judged by ``network_timeout`` (not ACSE's)."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.settimeout(event.assoc.network_timeout)
 
 
 def discard_partial_dataset(event: Any) -> None:
     """``EVT_CONN_CLOSE``: remove the file of a data set whose transfer never finished.
 
     pynetdicom writes a data set received in fragments to a temporary file (in the
-    store's ``tmp/``, :func:`scp.node.configure_pynetdicom`) and deletes it after the
+    store's ``tmp/``, :func:`scp.net.ae.configure_pynetdicom`) and deletes it after the
     C-STORE handler ran; a message cut short by an A-ABORT or a dropped connection
     stays in ``assoc.dimse.message`` and its file would stay until the next start-up.
     A complete message is never there (the DIMSE provider hands it on and resets it).
     """
-    message = getattr(getattr(event.assoc, "dimse", None), "message", None)
-    handle = getattr(message, "_data_set_file", None)
+    handle = compat.partial_dataset_file(event.assoc)
     if handle is None:
         return
     with contextlib.suppress(OSError):
@@ -272,15 +88,6 @@ def discard_partial_dataset(event: Any) -> None:
     with contextlib.suppress(OSError):
         os.unlink(handle.name)
         log.info("discarded a data set cut short by the peer (%s)", os.path.basename(handle.name))
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        value = value.decode("ascii", errors="replace")
-    return str(value or "").strip()
-
-
-# -- the listener ------------------------------------------------------------------------------
 
 
 class PduLengthError(OSError):
@@ -408,8 +215,15 @@ class GuardedAssociationServer(ThreadedAssociationServer):
         #: Connections accepted and not finished yet (``id`` of the socket).
         self._open_connections: set[int] = set()
         self._count_lock = threading.Lock()
-        if limits.event_reactor and reactor.supported():
-            kwargs.setdefault("request_handler", reactor.EventDrivenRequestHandler)
+        if limits.event_reactor:
+            if compat.supported():
+                kwargs.setdefault("request_handler", reactor.EventDrivenRequestHandler)
+            else:
+                log.warning(
+                    "pynetdicom %s is outside %s: its own (polling) reactors run",
+                    pynetdicom.__version__,
+                    compat.REQUIREMENT,
+                )
         super().__init__(*args, **kwargs)
         if self.ssl_context is not None:
             self.ssl_context.sslsocket_class = _GuardedSSLSocket
@@ -543,3 +357,40 @@ def _address(client_address: Any) -> str:
         return f"{client_address[0]}:{client_address[1]}"
     except (TypeError, IndexError):
         return str(client_address)
+
+
+def start_listener(
+    ae: AE, cfg: Config, evt_handlers: Sequence[EventHandlerType], listen_fd: int | None = None
+) -> GuardedAssociationServer:
+    """``AE.start_server(block=False)`` with :class:`GuardedAssociationServer` on
+    ``[node] host``/``port`` (TLS with ``[tls]``), serving on a daemon thread.
+
+    Same steps as pynetdicom's ``start_server`` (ae.py): make the server, serve it
+    on a daemon thread, register it with the AE (its ``shutdown`` unregisters it).
+    ``listen_fd``: an extra receiving process's inherited listening socket.
+    Raises :class:`~scp.config.ConfigError` on unusable TLS files, ``OSError`` when
+    the port cannot be bound.
+    """
+    node = cfg.node
+    ssl_context = tls_mod.server_context(cfg.tls, cfg.base_dir) if cfg.tls.enabled else None
+    server = ae.make_server(
+        (node.host, node.port),
+        ssl_context=ssl_context,
+        evt_handlers=list(evt_handlers),
+        server_class=GuardedAssociationServer,
+        limits=Limits(
+            acse_timeout=node.acse_timeout,
+            network_timeout=node.network_timeout,
+            max_pdu_size=node.max_pdu_size,
+            max_connections=2 * node.max_associations + 2,
+            shared_listener=node.processes > 1,
+            listen_fd=listen_fd,
+            event_reactor=node.reactor == "event",
+        ),
+    )
+    thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)
+    thread.start()
+    compat.register_server(ae, server)
+    if ssl_context is not None:
+        log.info("DICOM TLS on (PS3.15 B.9 BCP 195 profile, TLS 1.2+)")
+    return cast(GuardedAssociationServer, server)

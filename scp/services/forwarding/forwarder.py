@@ -1,0 +1,134 @@
+"""The node's forwarding as a whole: routing at ingest, one worker per destination.
+
+:class:`Forwarder` queues an instance's jobs in the transaction that indexes it
+(:func:`storage.outbox.enqueue`, destinations chosen by
+:mod:`scp.services.forwarding.routing`), runs a
+:class:`~scp.services.forwarding.worker.DestinationWorker` per ``[[destinations]]``
+entry, stops them within the node's grace period, and reports the queue's gauges.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterable
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
+
+from scp.config import Config
+from scp.pipeline.model import PipelineResult
+from scp.services.forwarding.routing import facts_from_entry, route
+from scp.services.forwarding.sender import OpenerFactory
+from scp.services.forwarding.worker import DestinationWorker, WorkerSettings
+from storage import outbox
+from storage.filestore import FileStore
+from storage.index import IndexedInstance, IndexEntry
+
+log = logging.getLogger("spacing_scp.forward")
+
+
+def default_node_id() -> str:
+    """``host:pid:random``: names this process's leases in the outbox."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Forwarder:
+    """The node's forwarding: routing at ingest, one worker per destination."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        sessions: sessionmaker[Session],
+        store: FileStore,
+        opener_factory: OpenerFactory,
+    ) -> None:
+        """``opener_factory``: each destination's Storage SCU (:class:`scp.net.scu.StorageSCU`,
+        wired in by :mod:`scp.node`)."""
+        self.destinations = list(cfg.destinations)
+        self.sessions = sessions
+        self.node_id = cfg.forwarding.node_id or default_node_id()
+        settings = WorkerSettings.from_config(cfg)
+        self.workers = {
+            d.name: DestinationWorker(
+                d, sessions, store, settings, self.node_id, opener_factory(settings.association(d))
+            )
+            for d in self.destinations
+        }
+        self._started = False
+
+    def on_indexed(
+        self,
+        session: Session,
+        instance: IndexedInstance,
+        entry: IndexEntry,
+        result: PipelineResult,
+    ) -> None:
+        """Ingest hook, inside the transaction that indexes the instance: queue its jobs,
+        and wake their workers once that transaction has committed."""
+        names = route(self.destinations, facts_from_entry(entry))
+        added = outbox.enqueue(session, instance.id, names, new_instance=not instance.resend)
+        if added:
+            event.listen(session, "after_commit", lambda _s: self.wake(added), once=True)
+
+    def wake(self, names: Iterable[str] | None = None) -> None:
+        for name in self.workers if names is None else names:
+            worker = self.workers.get(name)
+            if worker is not None:
+                worker.wake()
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        for worker in self.workers.values():
+            worker.start()
+        if self.workers:
+            log.info(
+                "forwarding to %d destination(s) as %s: %s",
+                len(self.workers),
+                self.node_id,
+                ", ".join(self.workers),
+            )
+
+    def request_stop(self) -> None:
+        for worker in self.workers.values():
+            worker.request_stop()
+
+    def stop(self, grace_s: float) -> None:
+        """Let running C-STOREs finish within ``grace_s``, then abort; unsent jobs of a
+        claimed batch go back to ``pending`` (a job is never lost)."""
+        self.request_stop()
+        deadline = time.monotonic() + grace_s
+        for worker in self.workers.values():
+            worker.join(max(0.0, deadline - time.monotonic()))
+        for worker in self.workers.values():
+            if not worker.join(0):
+                worker.abort()
+        for worker in self.workers.values():
+            if not worker.join(5):
+                log.warning(
+                    "forward %s: worker still busy; its jobs return after the lease",
+                    worker.dest.name,
+                )
+
+    def gauges(self) -> dict[str, float]:
+        """Queue depth per destination and state, and the oldest undelivered job's age."""
+        with self.sessions() as session:
+            rows = outbox.summary(session, self.workers)
+        out: dict[str, float] = {}
+        for row in rows:
+            dest = _label(row["destination"])
+            for state, count in row["counts"].items():
+                out[f'spacing_scp_forward_jobs{{destination="{dest}",state="{state}"}}'] = count
+            age = row["oldest_pending_age_s"]
+            key = f'spacing_scp_forward_oldest_pending_age_seconds{{destination="{dest}"}}'
+            out[key] = float(age or 0.0)
+        return out
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
