@@ -40,9 +40,11 @@ from functools import lru_cache
 from pydicom.datadict import dictionary_VM, tag_for_keyword
 
 from .ds import NormalizedDS, normalize_ds
+from .labels import attribute_label, clip, tag_text
 from .model import Edit, Finding, InstanceContext, ModificationReason, Severity
 from .policy import SWAPPABLE_ATTRIBUTES, SpacingPolicy, SwapRule
-from .report import DSAttr, SpacingReport, attribute_label, clip, tag_text
+from .raw import DSAttr
+from .report import SpacingReport
 from .validate import (
     MATCH_RTOL,
     PAIR_KEYWORDS,

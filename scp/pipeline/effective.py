@@ -35,7 +35,8 @@ get no label (``None``).
 from __future__ import annotations
 
 from .model import EffectiveSpacing, SpacingSource
-from .report import DSAttr, SpacingReport
+from .raw import DSAttr
+from .report import SpacingReport
 from .validate import pixel_measures_problems, same_pair, spatial_regions_agree, usable_pair
 
 __all__ = ["calibration_label", "effective_spacing"]

@@ -54,9 +54,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 from .ds import DS_PATTERN, DSKind, DSValue, NormalizedDS
+from .labels import attribute_label, clip, tag_text
 from .model import ElementPath, Finding, Severity
 from .policy import SpacingPolicy
-from .report import DSAttr, SpacingReport, attribute_label, clip, tag_text
+from .raw import DSAttr
+from .report import SpacingReport
 
 __all__ = [
     "ERMF_ATOL",
