@@ -151,7 +151,7 @@ def test_read_received_on_random_bytes(data: bytes) -> None:
 
 # -- the spacing pipeline -----------------------------------------------------------------------
 
-#: Tag, usual VR: the attributes the pipeline reads (scp/pipeline/report.py).
+#: Tag, usual VR: the attributes the pipeline reads (gathered by scp/pipeline/report.py).
 SPACING_TAGS: list[tuple[int, str]] = [
     (0x00280030, "DS"),  # Pixel Spacing
     (0x00181164, "DS"),  # Imager Pixel Spacing

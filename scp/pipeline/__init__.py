@@ -22,6 +22,7 @@ from .ds import (
     split_ds,
 )
 from .effective import calibration_label, effective_spacing
+from .groups import FunctionalGroup, PixelMeasures
 from .model import (
     Edit,
     EffectiveSpacing,
@@ -32,15 +33,9 @@ from .model import (
     Severity,
 )
 from .policy import SpacingPolicy, SwapRule
-from .report import (
-    DSAttr,
-    FunctionalGroup,
-    PixelMeasures,
-    SpacingReport,
-    UltrasoundRegion,
-    gather,
-    raw_text,
-)
+from .raw import DSAttr, raw_text
+from .regions import UltrasoundRegion
+from .report import SpacingReport, gather
 from .validate import validate
 
 __all__ = [

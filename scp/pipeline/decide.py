@@ -39,20 +39,14 @@ from functools import lru_cache
 
 from pydicom.datadict import dictionary_VM, tag_for_keyword
 
+from .compare import MATCH_RTOL, PAIR_KEYWORDS, PAR_RTOL, RD_RTOL, close, reversed_pair, same_pair
 from .ds import NormalizedDS, normalize_ds
+from .labels import attribute_label, clip, tag_text
+from .messages import describe_path
 from .model import Edit, Finding, InstanceContext, ModificationReason, Severity
 from .policy import SWAPPABLE_ATTRIBUTES, SpacingPolicy, SwapRule
-from .report import DSAttr, SpacingReport, attribute_label, clip, tag_text
-from .validate import (
-    MATCH_RTOL,
-    PAIR_KEYWORDS,
-    PAR_RTOL,
-    RD_RTOL,
-    close,
-    describe_path,
-    reversed_pair,
-    same_pair,
-)
+from .raw import DSAttr
+from .report import SpacingReport
 
 __all__ = ["Decision", "decide", "matching_rules", "reversal_evidence", "rule_matches"]
 

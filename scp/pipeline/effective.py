@@ -34,9 +34,12 @@ get no label (``None``).
 
 from __future__ import annotations
 
+from .checks.multiframe import pixel_measures_problems
+from .checks.ultrasound import spatial_regions_agree
+from .compare import same_pair, usable_pair
 from .model import EffectiveSpacing, SpacingSource
-from .report import DSAttr, SpacingReport
-from .validate import pixel_measures_problems, same_pair, spatial_regions_agree, usable_pair
+from .raw import DSAttr
+from .report import SpacingReport
 
 __all__ = ["calibration_label", "effective_spacing"]
 

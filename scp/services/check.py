@@ -24,8 +24,8 @@ from scp.pipeline import run_pipeline
 from scp.pipeline.annotate import annotate
 from scp.pipeline.model import Finding, InstanceContext, PipelineResult, Severity
 from scp.pipeline.policy import SpacingPolicy
+from scp.pipeline.raw import raw_text
 from scp.pipeline.record import apply_edits
-from scp.pipeline.report import raw_text
 from scp.series import (
     DEFAULT_TOLERANCE,
     SeriesState,

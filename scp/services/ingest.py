@@ -24,8 +24,8 @@ from scp import __version__, status
 from scp.pipeline import run_pipeline
 from scp.pipeline.model import Edit, Finding, InstanceContext, PipelineResult, Severity
 from scp.pipeline.policy import SpacingPolicy
+from scp.pipeline.raw import raw_text
 from scp.pipeline.record import apply_edits
-from scp.pipeline.report import raw_text
 from scp.series import DEFAULT_TOLERANCE, SliceGeometry, Tolerance, slices_from_dataset
 from scp.services.header_fields import header_text as _text
 from scp.services.header_fields import series_fields
