@@ -84,6 +84,10 @@ class Instance(Base):
     received_pixel_spacing: Mapped[str | None] = mapped_column(String(255))
     pixel_spacing_row_mm: Mapped[float | None] = mapped_column(Float)
     pixel_spacing_column_mm: Mapped[float | None] = mapped_column(Float)
+    # Decimal places each value was written with (rule 31; NULL when unknown): the series
+    # consensus compares values to the precision of the less precise one.
+    pixel_spacing_row_decimals: Mapped[int | None] = mapped_column(Integer)
+    pixel_spacing_column_decimals: Mapped[int | None] = mapped_column(Integer)
     spacing_source: Mapped[str | None] = mapped_column(String(32))
     calibration: Mapped[str | None] = mapped_column(String(64))
     verdict: Mapped[str] = mapped_column(String(16), default="ok", index=True)

@@ -62,17 +62,20 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat()
 
 
+#: ``(row mm, column mm, row decimals, column decimals, source, instance count)``
+SpacingGroup = tuple[float | None, float | None, int | None, int | None, str | None, int]
+
+
 @dataclass
 class SeriesAggregates:
     """What the instances of a page of series add to each series row (one query each)."""
 
     #: series id -> ``{"code", "severity", "count", "message"}`` of its instances' findings
     findings: dict[int, list[dict[str, Any]]]
-    #: series id -> the most common effective in-plane spacing of its instances:
-    #: ``(row mm, column mm, source, instance count)``
-    spacing: dict[int, tuple[float | None, float | None, str | None, int]]
-    #: series id -> number of distinct effective in-plane spacings among its instances
-    distinct_spacings: dict[int, int]
+    #: series id -> its instances' effective in-plane spacings, grouped by exact value and
+    #: the decimal places they were written with (rule 31: the caller merges the groups
+    #: that agree): ``(row mm, column mm, row decimals, column decimals, source, count)``
+    spacing: dict[int, list[SpacingGroup]]
 
 
 def select_series_page(
@@ -148,43 +151,22 @@ def series_aggregates(session: Session, ids: Sequence[int]) -> SeriesAggregates:
         agg[series_id].append(
             {"code": code, "severity": severity, "count": count, "message": message}
         )
-    spacing: dict[int, tuple[float | None, float | None, str | None, int]] = {}
-    for series_id, row_mm, col_mm, source, count in session.execute(
-        select(
-            Instance.series_id,
-            Instance.pixel_spacing_row_mm,
-            Instance.pixel_spacing_column_mm,
-            Instance.spacing_source,
-            func.count(Instance.id),
-        )
+    spacing: dict[int, list[SpacingGroup]] = defaultdict(list)
+    columns = (
+        Instance.series_id,
+        Instance.pixel_spacing_row_mm,
+        Instance.pixel_spacing_column_mm,
+        Instance.pixel_spacing_row_decimals,
+        Instance.pixel_spacing_column_decimals,
+        Instance.spacing_source,
+    )
+    for series_id, row_mm, col_mm, row_d, col_d, source, count in session.execute(
+        select(*columns, func.count(Instance.id))
         .where(Instance.series_id.in_(ids))
-        .group_by(
-            Instance.series_id,
-            Instance.pixel_spacing_row_mm,
-            Instance.pixel_spacing_column_mm,
-            Instance.spacing_source,
-        )
+        .group_by(*columns)
     ):
-        best = spacing.get(series_id)
-        if best is None or count > best[3] or (best[0] is None and row_mm is not None):
-            spacing[series_id] = (row_mm, col_mm, source, count)
-    distinct = {
-        int(series_id): int(n)
-        for series_id, n in session.execute(
-            select(
-                Instance.series_id,
-                func.count(
-                    func.distinct(
-                        func.coalesce(Instance.pixel_spacing_row_mm, -1.0) * 1000003.0
-                        + func.coalesce(Instance.pixel_spacing_column_mm, -1.0)
-                    )
-                ),
-            )
-            .where(Instance.series_id.in_(ids))
-            .group_by(Instance.series_id)
-        )
-    }
-    return SeriesAggregates(dict(agg), spacing, distinct)
+        spacing[series_id].append((row_mm, col_mm, row_d, col_d, source, count))
+    return SeriesAggregates(dict(agg), dict(spacing))
 
 
 def list_instances(

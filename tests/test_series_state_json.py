@@ -4,7 +4,9 @@
 by the code before ``scp.series`` was split into modules; it holds five stacks (a main stack
 with a missing slice and IOPs drifting within 1e-4, a localizer, a clean 4D repeat, an NM
 stack with a negative Spacing Between Slices, a stack of invalid IOP) and mixed Pixel Spacing.
-``series_state_v1_summary.json`` is the summary that code computed from it.
+``series_state_v1_summary.json`` is the summary that code computed from it, less the
+"suspect reversed" note it put on the isotropic consensus 0.488281\\0.488281 (rule 32: a
+reversal needs anisotropy).
 """
 
 from __future__ import annotations

@@ -39,7 +39,16 @@ from functools import lru_cache
 
 from pydicom.datadict import dictionary_VM, tag_for_keyword
 
-from .compare import MATCH_RTOL, PAIR_KEYWORDS, PAR_RTOL, RD_RTOL, close, reversed_pair, same_pair
+from .compare import (
+    PAIR_KEYWORDS,
+    PAR_RTOL,
+    RD_RTOL,
+    agree,
+    anisotropic,
+    group_values,
+    reversed_pair,
+    same_pair,
+)
 from .ds import NormalizedDS, normalize_ds
 from .labels import attribute_label, clip, tag_text
 from .messages import describe_path
@@ -251,16 +260,21 @@ def _swap_finding(keyword: str, swapped: list[tuple[DSAttr, str, str]], why: str
 
 
 def _uniform_measures(report: SpacingReport) -> tuple[float, float] | None:
-    pairs = {a.pair for pm in report.pixel_measures for a in pm.pixel_spacing if a is not None}
-    if len(pairs) != 1:
+    pairs = [a.pair for pm in report.pixel_measures for a in pm.pixel_spacing if a is not None]
+    if not pairs or any(p is None for p in pairs):
         return None
-    return next(iter(pairs))
+    counts: dict[tuple[float, float], int] = {}
+    for pair in pairs:
+        assert pair is not None
+        counts[pair] = counts.get(pair, 0) + 1
+    groups = group_values(counts.items(), {p: p for p in counts})
+    return groups[0][0][0] if len(groups) == 1 else None
 
 
 def _compare(
     ps: tuple[float, float], other: tuple[float, float] | None, label: str
 ) -> tuple[list[str], list[str]]:
-    if other is None or close(other[0], other[1], MATCH_RTOL):
+    if other is None or not anisotropic(other):
         return [], []
     shown = f"{label} {other[0]:g}\\{other[1]:g}"
     if reversed_pair(ps, other):
@@ -276,7 +290,7 @@ def _reconstruction(report: SpacingReport, ps: tuple[float, float]) -> tuple[lis
     if report.modality != "CT" or rd is None or rd <= 0 or not report.columns:
         return [], []
     per_column = rd / report.columns
-    first, second = close(per_column, ps[0], RD_RTOL), close(per_column, ps[1], RD_RTOL)
+    first, second = agree(per_column, ps[0], RD_RTOL), agree(per_column, ps[1], RD_RTOL)
     shown = (
         f"{attribute_label('ReconstructionDiameter')} / {attribute_label('Columns')} = "
         f"{rd:g}/{report.columns} = {per_column:.6g} mm"
@@ -294,9 +308,9 @@ def _aspect(report: SpacingReport, ps: tuple[float, float]) -> tuple[list[str], 
         return [], []
     ratio = par[0] / par[1]
     shown = f"{attribute_label('PixelAspectRatio')} {par[0]}\\{par[1]}"
-    if close(ps[0] / ps[1], ratio, PAR_RTOL):
+    if agree(ps[0] / ps[1], ratio, PAR_RTOL):
         return [], [f"PS agrees with {shown}"]
-    if close(ps[1] / ps[0], ratio, PAR_RTOL):
+    if agree(ps[1] / ps[0], ratio, PAR_RTOL):
         return [f"PS disagrees with {shown} but its reverse agrees"], []
     return [], []
 
@@ -312,7 +326,7 @@ def reversal_evidence(report: SpacingReport) -> tuple[list[str], list[str]]:
     """
     attr = report.pixel_spacing
     ps = attr.pair if attr is not None else None
-    if ps is None or ps[0] <= 0 or ps[1] <= 0 or close(ps[0], ps[1], MATCH_RTOL):
+    if ps is None or ps[0] <= 0 or ps[1] <= 0 or not anisotropic(ps):
         return [], []
     checks = (
         _reconstruction(report, ps),

@@ -24,9 +24,12 @@ __all__ = [
     "DS_MAX_BYTES",
     "DS_PATTERN",
     "DSKind",
+    "DSNumber",
     "DSValue",
     "NormalizedDS",
     "classify_ds",
+    "decimals_in",
+    "ds_number",
     "format_ds",
     "normalize_ds",
     "parse_ds",
@@ -162,6 +165,59 @@ def _compact_exponent(text: str) -> str:
     return f"{mantissa}e{sign}{int(exponent.lstrip('+-'))}"
 
 
+class DSNumber(float):
+    """A number read from a Decimal String, remembering the precision it was written with.
+
+    A ``float`` everywhere (arithmetic gives plain floats); :attr:`decimals` is the number
+    of decimal places the writer used (``0.976562`` -> 6, ``9.765625e-01`` -> 7, ``2`` ->
+    0), which :func:`scp.pipeline.compare.agree` uses to compare two values to the
+    precision of the less precise one (rulebook rule 31). ``text`` is the value as written.
+    """
+
+    decimals: int
+    text: str
+
+    def __new__(cls, text: str) -> DSNumber:
+        stripped = text.strip(" ")
+        number = super().__new__(cls, stripped)
+        number.text = stripped
+        number.decimals = _decimals(stripped)
+        return number
+
+    def __reduce__(self) -> tuple[type[DSNumber], tuple[str]]:
+        return (DSNumber, (self.text,))
+
+
+def ds_number(value: float, decimals: int | None) -> float:
+    """``value`` with the precision it was written with (a :class:`DSNumber`), or a plain
+    float when ``decimals`` is ``None`` (precision unknown)."""
+    if decimals is None or not math.isfinite(value):
+        return float(value)
+    if decimals >= 0:
+        return DSNumber(f"{value:.{decimals}f}")
+    return DSNumber(f"{value / 10.0**-decimals:.0f}e{-decimals}")
+
+
+def decimals_in(value: object) -> int | None:
+    """Decimal places of a number read from a DS: a :class:`DSNumber`, or pydicom's
+    ``DSfloat``/``str`` with its original text; ``None`` when not known."""
+    if isinstance(value, DSNumber):
+        return value.decimals
+    text = getattr(value, "original_string", None)
+    if text is None and isinstance(value, str):
+        text = value
+    if isinstance(text, str) and DS_PATTERN.match(text):
+        return _decimals(text.strip(" "))
+    return None
+
+
+def _decimals(text: str) -> int:
+    """Decimal places written in a rule 1 number: fraction digits minus the exponent."""
+    mantissa, _, exponent = text.lower().partition("e")
+    fraction = mantissa.partition(".")[2]
+    return len(fraction) - (int(exponent) if exponent else 0)
+
+
 @dataclass(frozen=True)
 class DSValue:
     """One value of a multi-valued DS, as received and as understood."""
@@ -267,9 +323,9 @@ def _value(part: str, comma_decimal: bool) -> DSValue:
     text = part.strip(" ")
     number: float | None = None
     if kind in (DSKind.CLEAN, DSKind.REFORMAT):
-        number = float(text)
+        number = DSNumber(text)
     elif kind is DSKind.COMMA and comma_decimal:
-        number = float(text.replace(",", "."))
+        number = DSNumber(text.replace(",", "."))
     return DSValue(text, kind, number)
 
 

@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from scp.pipeline.ds import decimals_in, ds_number
+
 __all__ = ["SliceGeometry", "slices_from_dataset"]
 
 
@@ -37,6 +39,9 @@ class SliceGeometry:
     (0028,0030) as (row spacing, column spacing) in mm (rule 6), or ``None``.
     ``slice_thickness``: (0018,0050); ``spacing_between_slices``: (0018,0088).
     ``frame_number``: 1-based frame of a multi-frame instance, ``None`` for single-frame.
+    ``pixel_spacing_decimals``: the decimal places each Pixel Spacing value was written with
+    (rule 31; taken from the values when they carry it, ``None`` when unknown); the pixel
+    spacing values then carry it too (:class:`scp.pipeline.ds.DSNumber`).
     Sequences are stored as tuples of floats.
     """
 
@@ -51,6 +56,7 @@ class SliceGeometry:
     modality: str = ""
     sop_instance_uid: str = ""
     frame_number: int | None = None
+    pixel_spacing_decimals: tuple[int | None, int | None] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "iop", tuple(float(v) for v in self.iop))
@@ -59,7 +65,16 @@ class SliceGeometry:
         object.__setattr__(self, "columns", int(self.columns))
         if self.pixel_spacing is not None:
             row, col = self.pixel_spacing
-            object.__setattr__(self, "pixel_spacing", (float(row), float(col)))
+            decimals = self.pixel_spacing_decimals
+            if decimals is None and (decimals_in(row) is not None or decimals_in(col) is not None):
+                decimals = (decimals_in(row), decimals_in(col))
+            if decimals is not None:
+                decimals = (decimals[0], decimals[1])
+                object.__setattr__(self, "pixel_spacing_decimals", decimals)
+                spacing = (ds_number(float(row), decimals[0]), ds_number(float(col), decimals[1]))
+            else:
+                spacing = (float(row), float(col))
+            object.__setattr__(self, "pixel_spacing", spacing)
         object.__setattr__(self, "slice_thickness", _opt_float(self.slice_thickness))
         object.__setattr__(self, "spacing_between_slices", _opt_float(self.spacing_between_slices))
 
@@ -77,7 +92,7 @@ def _floats(value: Any, count: int) -> tuple[float, ...] | None:
     if len(items) != count:
         return None
     try:
-        out = tuple(float(v) for v in items)
+        out = tuple(ds_number(float(v), decimals_in(v)) for v in items)
     except (TypeError, ValueError):
         return None
     return out if all(math.isfinite(v) for v in out) else None

@@ -26,7 +26,10 @@ count as a duplicate position; to remove or replace slices, rebuild the series w
 Decisions where the rulebook is silent
 --------------------------------------
 * Pixel Spacing consistency counts slices (frames of an enhanced instance count one by one,
-  rule 18), values rounded to 1e-6 mm; an absent Pixel Spacing is a value of its own.
+  rule 18) per value as written (with its decimal places); values that agree by rule 31
+  (:func:`scp.pipeline.compare.agree`: ``0.976562`` and ``0.9765625``) are one value, never
+  bucketed by rounding; the consensus is the most precise value of the largest group. An
+  absent Pixel Spacing is a value of its own. Reversal needs anisotropy (rule 32).
 * The main stack is the one with the most slices (ties: the smallest stack key); its Z numbers
   are the series' (rule 21).
 """
@@ -38,6 +41,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from scp.pipeline.compare import decimals_of, group_values, reversed_pair
+from scp.pipeline.ds import ds_number
 from scp.pipeline.model import Severity
 from scp.series.codes import (
     SERIES_GEOMETRY_MIXED,
@@ -46,7 +51,7 @@ from scp.series.codes import (
     TAG_IOP,
     TAG_PS,
 )
-from scp.series.counts import bump, most_common, value_key
+from scp.series.counts import bump
 from scp.series.reports import (
     CountedFinding,
     SeriesGeometry,
@@ -82,12 +87,31 @@ def _ps_text(value: _PsKey) -> str:
     return "absent" if value is None else f"{format_mm(value[0])}\\{format_mm(value[1])}"
 
 
+def _most_precise(keys: Sequence[_PsKey]) -> _PsKey:
+    """The key written with the most decimal places (the first on a tie; ``keys`` come
+    largest count first)."""
+
+    def precision(key: _PsKey) -> int:
+        if key is None:
+            return -(10**6)
+        return min(decimals_of(key[0]) or 0, decimals_of(key[1]) or 0)
+
+    return max(keys, key=precision)
+
+
+def _decimals(key: tuple[float, float]) -> list[int]:
+    """The decimal places of a Pixel Spacing key for the JSON, ``[]`` when not known."""
+    row, column = decimals_of(key[0]), decimals_of(key[1])
+    return [] if row is None or column is None else [row, column]
+
+
 @dataclass
 class SeriesState:
     """Incremental, JSON-serializable geometry state of a series (rules 21-30).
 
     ``stacks``: by key, in creation order. ``pixel_spacing``: counts of Pixel Spacing
-    (0028,0030) values (rounded to 1e-6 mm, ``None`` = absent) over all slices.
+    (0028,0030) values (as written, with their decimal places; ``None`` = absent) over all
+    slices.
     """
 
     stacks: dict[str, StackState] = field(default_factory=dict)
@@ -121,9 +145,7 @@ class SeriesState:
 
     @staticmethod
     def _ps_key(g: SliceGeometry) -> _PsKey:
-        if g.pixel_spacing is None:
-            return None
-        return (value_key(g.pixel_spacing[0]), value_key(g.pixel_spacing[1]))
+        return g.pixel_spacing
 
     @classmethod
     def from_slices(
@@ -152,30 +174,35 @@ class SeriesState:
         """Series geometry: rules 21 (mixed stacks), 7 (in-plane consistency), 22-30."""
         findings: list[CountedFinding] = []
         ps = self.pixel_spacing
-        values = {k: v for k, v in ps.items() if k is not None}
-        consensus: _PsKey = most_common(values)
-        consistent = len(ps) <= 1
+        numbers: dict[_PsKey, Sequence[float]] = {k: k for k in ps if k is not None}
+        groups = group_values(ps.items(), numbers)
+        present = [g for g in groups if g[0][0] is not None]
+        consensus: _PsKey = _most_precise(present[0][0]) if present else None
+        in_consensus = next((n for keys, n in groups if consensus in keys), 0)
+        consistent = len(groups) <= 1
         if not consistent:
             total = sum(ps.values())
-            differing = total - ps.get(consensus, 0)
-            details = ", ".join(
-                f"{count} with {_ps_text(value)}"
-                for value, count in sorted(ps.items(), key=lambda kv: (-kv[1], str(kv[0])))
-                if value != consensus
+            others = [(keys, n) for keys, n in groups if consensus not in keys]
+            details = ", ".join(f"{n} with {_ps_text(_most_precise(keys))}" for keys, n in others)
+            reversed_count = sum(
+                n
+                for keys, n in others
+                if consensus is not None
+                and keys[0] is not None
+                and reversed_pair(keys[0], consensus)
             )
             reversed_note = ""
-            if consensus is not None and (consensus[1], consensus[0]) in ps:
+            if reversed_count:
                 reversed_note = (
-                    f"; {ps[(consensus[1], consensus[0])]} slice(s) carry the reverse order: "
-                    "suspect reversed"
+                    f"; {reversed_count} slice(s) carry the reverse order: suspect reversed"
                 )
             findings.append(
                 counted_finding(
                     SERIES_PIXEL_SPACING_INCONSISTENT,
                     Severity.WARNING,
-                    differing,
+                    total - in_consensus,
                     f"Pixel Spacing {TAG_PS} differs across the series: consensus "
-                    f"{_ps_text(consensus)} ({ps.get(consensus, 0)} of {total} slices), "
+                    f"{_ps_text(consensus)} ({in_consensus} of {total} slices), "
                     f"{details}{reversed_note} (rules 7, 18)",
                     "7",
                     TAG_PS,
@@ -224,7 +251,7 @@ class SeriesState:
             "iop_tolerance": self.iop_tolerance,
             "stacks": [s.to_dict() for s in self.stacks.values()],
             "pixel_spacing": [
-                [None, None, c] if k is None else [k[0], k[1], c]
+                [None, None, c] if k is None else [float(k[0]), float(k[1]), c, *_decimals(k)]
                 for k, c in sorted(self.pixel_spacing.items(), key=lambda kv: str(kv[0]))
             ],
         }
@@ -237,9 +264,10 @@ class SeriesState:
         for item in data.get("stacks", []):
             stack = StackState.from_dict(item)
             state.stacks[stack.identity.key] = stack
-        for row, col, count in data.get("pixel_spacing", []):
-            key: _PsKey = None if row is None else (float(row), float(col))
-            state.pixel_spacing[key] = int(count)
+        for row, col, count, *decimals in data.get("pixel_spacing", []):
+            row_d, col_d = decimals if len(decimals) == 2 else (None, None)
+            key: _PsKey = None if row is None else (ds_number(row, row_d), ds_number(col, col_d))
+            state.pixel_spacing[key] = state.pixel_spacing.get(key, 0) + int(count)
         return state
 
     def to_json(self) -> str:

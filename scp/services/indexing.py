@@ -45,7 +45,16 @@ def slices_from_json(data: Sequence[dict[str, Any]] | None) -> list[SliceGeometr
     out = []
     for item in data or ():
         ps = item.get("pixel_spacing")
-        out.append(SliceGeometry(**{**item, "pixel_spacing": tuple(ps) if ps else None}))
+        decimals = item.get("pixel_spacing_decimals")
+        out.append(
+            SliceGeometry(
+                **{
+                    **item,
+                    "pixel_spacing": tuple(ps) if ps else None,
+                    "pixel_spacing_decimals": tuple(decimals) if decimals else None,
+                }
+            )
+        )
     return out
 
 

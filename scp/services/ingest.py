@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scp import __version__, status
 from scp.pipeline import run_pipeline
+from scp.pipeline.compare import decimals_of
 from scp.pipeline.model import Edit, Finding, InstanceContext, PipelineResult, Severity
 from scp.pipeline.policy import SpacingPolicy
 from scp.pipeline.raw import raw_text
@@ -352,6 +353,8 @@ class Ingestor:
                 "received_pixel_spacing": _raw(h, "PixelSpacing"),
                 "pixel_spacing_row_mm": eff.row_mm,
                 "pixel_spacing_column_mm": eff.column_mm,
+                "pixel_spacing_row_decimals": _decimals(eff.row_mm),
+                "pixel_spacing_column_decimals": _decimals(eff.column_mm),
                 "spacing_source": eff.source,
                 "calibration": eff.calibration,
                 "verdict": result.verdict,
@@ -372,6 +375,10 @@ class Ingestor:
                 for e in result.edits
             ],
         )
+
+
+def _decimals(value: float | None) -> int | None:
+    return None if value is None else decimals_of(value)
 
 
 def _slices(header: Dataset) -> list[SliceGeometry]:

@@ -14,11 +14,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from scp.pipeline.compare import group_values
+from scp.pipeline.ds import ds_number
 from scp.series import DEFAULT_TOLERANCE, Tolerance, compose_series
 from scp.services.indexing import series_geometry, series_state_name
 from storage import queries
 from storage.models import Series
-from storage.queries import NotFound
+from storage.queries import NotFound, SpacingGroup
 
 __all__ = ["STATES", "IndexQueries", "NotFound"]
 
@@ -85,8 +87,7 @@ class IndexQueries:
                 s,
                 study_uid,
                 agg.findings.get(s.id, []),
-                agg.spacing.get(s.id),
-                agg.distinct_spacings.get(s.id, 0),
+                *spacing_consensus(agg.spacing.get(s.id, [])),
             )
             for s, study_uid in rows
         ]
@@ -96,8 +97,8 @@ class IndexQueries:
         s: Series,
         study_uid: str,
         instance_findings: list[dict[str, Any]],
-        spacing: tuple[float | None, float | None, str | None, int] | None,
-        distinct_spacings: int,
+        spacing: tuple[float | None, float | None, str | None] | None,
+        spacing_consistent: bool,
     ) -> dict[str, Any]:
         state = series_state_name(s.last_received_at, self.quiet_seconds)
         return compose_series(
@@ -117,8 +118,8 @@ class IndexQueries:
             state=state,
             geometry=series_geometry(s.geometry_state, state == "receiving", self.tolerance),
             instance_findings=instance_findings,
-            spacing=spacing[:3] if spacing else None,
-            spacing_consistent=distinct_spacings <= 1,
+            spacing=spacing,
+            spacing_consistent=spacing_consistent,
         )
 
     # -- instances ---------------------------------------------------------------------------
@@ -136,3 +137,45 @@ class IndexQueries:
     def get_instance(self, session: Session, sop_instance_uid: str) -> dict[str, Any]:
         """One INSTANCE; :class:`NotFound` when not indexed."""
         return queries.get_instance(session, sop_instance_uid)
+
+
+_GroupKey = tuple[float | None, float | None, str | None]
+
+
+def spacing_consensus(
+    groups: Sequence[SpacingGroup],
+) -> tuple[tuple[float | None, float | None, str | None] | None, bool]:
+    """The series' effective in-plane spacing and whether its instances agree (rule 31).
+
+    ``groups``: the index's rows grouped by exact value and decimal places
+    (:func:`storage.queries.series_aggregates`). Values that agree to the precision of the
+    less precise one (:func:`scp.pipeline.compare.agree`: ``0.976562`` and ``0.9765625``)
+    are merged; the consensus is the largest merged group (a group with a spacing before
+    one without), given by its most precise value: ``((row mm, column mm, source),
+    consistent)``, ``(None, True)`` for a series without instances.
+    """
+    if not groups:
+        return None, True
+    counts: dict[_GroupKey, int] = {}
+    precision: dict[_GroupKey, int] = {}
+    numbers: dict[_GroupKey, Sequence[float]] = {}
+    for row, col, row_d, col_d, source, count in groups:
+        r = None if row is None else ds_number(row, row_d)
+        c = None if col is None else ds_number(col, col_d)
+        key = (r, c, source)
+        counts[key] = counts.get(key, 0) + count
+        precision[key] = min(row_d or 0, col_d or 0)
+        if r is not None and c is not None:
+            numbers[key] = (r, c)
+        elif r is not None or c is not None:
+            numbers[key] = (r if r is not None else -1.0, c if c is not None else -1.0)
+    merged = group_values(counts.items(), numbers)
+    with_spacing = [keys for keys, _ in merged if keys[0][0] is not None or keys[0][1] is not None]
+    best = with_spacing[0] if with_spacing else merged[0][0]
+    row, col, source = max(best, key=lambda k: precision[k])
+    consensus = (
+        None if row is None else float(row),
+        None if col is None else float(col),
+        source,
+    )
+    return consensus, len(merged) <= 1

@@ -8,7 +8,9 @@ item (rule 17); per-frame Pixel Spacing values that differ (rule 18).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
+from ..compare import group_values
 from ..labels import attribute_label, clip
 from ..messages import finding, frames_text
 from ..model import Finding, Severity
@@ -68,17 +70,20 @@ def multiframe_findings(report: SpacingReport) -> list[Finding]:
             continue
         numbers = first.numbers
         values[numbers if numbers is not None else first.raw].append(index)
-    if len(values) > 1:
-        shown = "; ".join(
-            f"{_show(key)} in {frames_text(frames)}" for key, frames in list(values.items())[:4]
-        )
+    numeric: dict[tuple[float, ...] | str, Sequence[float]] = {
+        k: k for k in values if not isinstance(k, str)
+    }
+    groups = group_values(((k, len(f)) for k, f in values.items()), numeric)
+    if len(groups) > 1:
+        merged = [(keys[0], sorted(i for k in keys for i in values[k])) for keys, _ in groups]
+        shown = "; ".join(f"{_show(key)} in {frames_text(frames)}" for key, frames in merged[:4])
         findings.append(
             finding(
                 "PIXEL_MEASURES_VARY",
                 Severity.WARNING,
                 "18",
                 _PS,
-                f"{attribute_label(_PS)} in the per-frame {label} takes {len(values)} "
+                f"{attribute_label(_PS)} in the per-frame {label} takes {len(groups)} "
                 f"different values ({shown}); spacing is reported per frame (rule 18)",
             )
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..compare import PAR_RTOL, close, positive_or_exempt, usable_pair
+from ..compare import PAR_RTOL, agree, positive_or_exempt, usable_pair
 from ..ds import DS_PATTERN, DSKind, DSValue, NormalizedDS
 from ..labels import attribute_label, clip
 from ..messages import finding, grouped, where_text
@@ -226,7 +226,7 @@ def aspect_ratio_findings(report: SpacingReport, comma_decimal: bool) -> list[Fi
         return []  # PAR is the only description of the pixel shape: its purpose
     keyword, (row, column) = best
     ratio = par[0] / par[1]
-    if close(row / column, ratio, PAR_RTOL):
+    if agree(row / column, ratio, PAR_RTOL):
         return [
             finding(
                 "PIXEL_ASPECT_RATIO_PRESENT",
@@ -236,7 +236,7 @@ def aspect_ratio_findings(report: SpacingReport, comma_decimal: bool) -> list[Fi
                 f"{label} '{clip(raw)}' is redundant with {attribute_label(keyword)} (rule 9)",
             )
         ]
-    if keyword == _PS and close(column / row, ratio, PAR_RTOL):
+    if keyword == _PS and agree(column / row, ratio, PAR_RTOL):
         return []  # the reverse agrees: rule 7 evidence, raised by decide
     return [
         finding(

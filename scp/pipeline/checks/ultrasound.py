@@ -7,7 +7,7 @@ Delta X/Y (0018,602C)/(0018,602E) are reported, never collapsed.
 
 from __future__ import annotations
 
-from ..compare import REGION_RTOL, close
+from ..compare import REGION_RTOL, agree
 from ..labels import attribute_label
 from ..messages import finding
 from ..model import Finding, Severity
@@ -23,8 +23,8 @@ def spatial_regions_agree(report: SpacingReport) -> bool | None:
         return None
     first = regions[0]
     return all(
-        close(r.row_mm or 0.0, first.row_mm or 0.0, REGION_RTOL)
-        and close(r.column_mm or 0.0, first.column_mm or 0.0, REGION_RTOL)
+        agree(r.row_mm or 0.0, first.row_mm or 0.0, REGION_RTOL)
+        and agree(r.column_mm or 0.0, first.column_mm or 0.0, REGION_RTOL)
         for r in regions[1:]
     )
 
