@@ -7,10 +7,11 @@ data element of groups above 0002 that precedes the pixel data, encoded in
 the data set transfer syntax (PS3.5 Annex A): Implicit VR Little Endian,
 Explicit VR Little Endian, Explicit VR Big Endian (retired), and every
 encapsulated (compressed) transfer syntax, whose data set is Explicit VR
-Little Endian (PS3.5 A.4).  Deflated Explicit VR Little Endian (PS3.5 A.5)
-deflates the whole data set, pixel data included, so it cannot be spliced:
-:class:`UnsupportedRewrite` is raised, as for unknown (private) transfer
-syntaxes whose encoding the node cannot know.
+Little Endian (PS3.5 A.4), and Deflated Explicit VR Little Endian (PS3.5 A.5), whose
+data set is Explicit VR Little Endian once inflated: the header is returned inflated and
+:func:`storage.part10.write_part10` deflates it with the rest of the data set, streaming.
+:class:`UnsupportedRewrite` is raised for unknown (private) transfer syntaxes whose
+encoding the node cannot know.
 
 Byte preservation: pydicom writes a :class:`~pydicom.dataelem.RawDataElement`
 (an element never decoded) with its received value bytes when the data set's
@@ -68,14 +69,16 @@ def _describe(encoding: tuple[bool, bool]) -> str:
 def transfer_syntax_encoding(transfer_syntax_uid: str) -> tuple[bool, bool]:
     """``(is_implicit_vr, is_little_endian)`` of the data set in a transfer syntax.
 
-    Raises :class:`UnsupportedRewrite` for the deflated transfer syntax and
-    for transfer syntaxes pydicom does not know.
+    Deflated Explicit VR Little Endian: explicit VR little endian (the inflated data set,
+    PS3.5 A.5). Raises :class:`UnsupportedRewrite` for transfer syntaxes pydicom does not
+    know, and for a deflated one other than Deflated Explicit VR Little Endian.
     """
     ts = UID(str(transfer_syntax_uid).strip("\x00 "))
-    if ts == DeflatedExplicitVRLittleEndian or (ts.is_transfer_syntax and ts.is_deflated):
+    if ts == DeflatedExplicitVRLittleEndian:
+        return False, True
+    if ts.is_transfer_syntax and ts.is_deflated:
         raise UnsupportedRewrite(
-            f"transfer syntax {ts} deflates the whole data set (PS3.5 A.5): "
-            "the header cannot be replaced in place"
+            f"transfer syntax {ts} deflates its data in a way the node does not rewrite"
         )
     if ts.is_transfer_syntax:
         return bool(ts.is_implicit_VR), bool(ts.is_little_endian)

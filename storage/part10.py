@@ -4,7 +4,9 @@ Memory stays flat whatever the instance size: the structure of the data set is
 walked element by element (seeking over values, PS3.5 7.1), the header is
 parsed by pydicom with ``stop_before_pixels``, and a stored file is written as
 a new File Meta Information (PS3.10 7.1) followed by bytes copied from the
-received file by the kernel (``copy_file_range``), never loaded.
+received file by the kernel (``copy_file_range``), never loaded.  A Deflated Explicit VR
+Little Endian data set (PS3.5 A.5) is walked and rewritten through a streaming inflate and
+deflate (:mod:`storage.deflate`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ImplicitVRLittleEndian,
 )
+
+from storage.deflate import DeflateError, InflatingReader, inflated_size, write_deflated
 
 #: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
 _LONG_VRS = frozenset(
@@ -54,7 +58,8 @@ class ReceivedFile:
     dataset_offset: int
     """Offset of the first data set byte after the File Meta Information."""
     pixel_offset: int | None
-    """Offset of the top-level pixel data element's tag, if any."""
+    """Offset of the top-level pixel data element's tag, if any; for a deflated data set
+    (PS3.5 A.5), its offset in the *inflated* data set."""
     header: Dataset
     """The data set up to (not including) the pixel data, read leniently."""
     file_meta: FileMetaDataset
@@ -285,6 +290,18 @@ def _walk(fp: BinaryIO, size: int, dataset_offset: int, ts: UID) -> int | None:
         raise
 
 
+def _walk_deflated(path: Path, dataset_offset: int) -> int | None:
+    """The structure walk of a deflated data set, streaming (memory stays flat): the
+    offset of its top-level pixel data in the inflated bytes."""
+    try:
+        size = inflated_size(path, dataset_offset)
+        with InflatingReader(path, dataset_offset) as reader:
+            walker = _Walker(reader, size, _Encoding(False, True))  # type: ignore[arg-type]
+            return walker.walk_dataset(walker.enc, 0, None)
+    except DeflateError as exc:
+        raise MalformedDataset(str(exc)) from exc
+
+
 def read_received(path: Path) -> ReceivedFile:
     """Check the structure of a received Part 10 file and read its header.
 
@@ -307,7 +324,8 @@ def _read_received(path: Path) -> ReceivedFile:
         # The structure is walked before pydicom parses anything, so that hostile lengths
         # and nesting (200 levels would exhaust pydicom's recursion) are refused first.
         if ts == DeflatedExplicitVRLittleEndian:
-            pixel_offset = None  # the whole data set is one deflate stream (PS3.5 A.5)
+            # the whole data set is one deflate stream (PS3.5 A.5): walk it inflated
+            pixel_offset = _walk_deflated(path, dataset_offset)
         else:
             pixel_offset = _walk(fp, size, dataset_offset, ts)
         fp.seek(0)
@@ -423,13 +441,21 @@ def write_part10(
     Without ``header_bytes`` the data set bytes are the received ones.  With
     them, ``header_bytes`` (the re-encoded header, see ``storage.header_codec``)
     replace everything before the pixel data, and the pixel data onwards is
-    copied unchanged.
+    copied unchanged; for a deflated data set (PS3.5 A.5) the header and the inflated
+    bytes from the pixel data on are deflated again, streaming.
     """
     dst.write(b"\x00" * 128 + b"DICM")
     if isinstance(meta, bytes):
         dst.write(meta)  # already encoded (:func:`file_meta_bytes`)
     else:
         write_file_meta_info(dst, meta, enforce_standard=True)  # type: ignore[arg-type]
+    if header_bytes is not None and received.transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
+        # the new header and the inflated bytes from the pixel data on, deflated again
+        inflated_end = received.pixel_offset
+        if inflated_end is None:
+            inflated_end = inflated_size(received.path, received.dataset_offset)
+        write_deflated(dst, header_bytes, received.path, received.dataset_offset, inflated_end)
+        return
     if header_bytes is None:
         start = received.dataset_offset
     else:

@@ -11,32 +11,30 @@ the private verdict block when ``[policy] annotate_private``).
 from __future__ import annotations
 
 import sys
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from pydicom.dataset import Dataset
 
-from scp.pipeline import run_pipeline
-from scp.pipeline.annotate import annotate
-from scp.pipeline.model import Finding, InstanceContext, PipelineResult, Severity
+from scp.pipeline.compare import decimals_of
+from scp.pipeline.model import InstanceContext, PipelineResult, Severity
 from scp.pipeline.policy import SpacingPolicy
 from scp.pipeline.raw import raw_text
-from scp.pipeline.record import apply_edits
 from scp.series import (
     DEFAULT_TOLERANCE,
     SeriesState,
     SliceGeometry,
     Tolerance,
     compose_series,
-    slices_from_dataset,
 )
+from scp.services.decisions import edited_slices, header_view, rewrite, run_decisions
 from scp.services.header_fields import series_fields
-from storage.header_codec import UnsupportedRewrite, encode_header
+from scp.services.series_query import spacing_consensus
 from storage.part10 import MalformedDataset, read_received, write_part10
+from storage.queries import SpacingGroup
 
 UNREADABLE = "FILE_UNREADABLE"
 
@@ -159,8 +157,8 @@ def check_file(
         received = read_received(path)
     except (MalformedDataset, OSError) as exc:
         return Checked(path, error=str(exc))
-    view = received.header[0x00000000:0xFFFFFFFF]
-    result = run_pipeline(view, InstanceContext(node_ae_title=node_ae_title), policy)
+    view = header_view(received)
+    result = run_decisions(view, InstanceContext(node_ae_title=node_ae_title), policy)
     item = Checked(
         path,
         sop_instance_uid=_text(view, "SOPInstanceUID"),
@@ -170,28 +168,16 @@ def check_file(
         result=result,
         received_pixel_spacing=raw_text(view, "PixelSpacing"),
     )
-    header = received.header
+    # The node's own rewrite, with or without --fix: an edit that cannot be written is
+    # withdrawn and reported exactly as over the network (offline equals online).
+    annotated = fix_to is not None and policy.annotate_private
+    header_bytes = rewrite(received, result, node_ae_title, private_annotation=annotated)
     if fix_to is not None:
-        try:
-            if result.edits:
-                apply_edits(header, result.edits, node_ae_title, datetime.now(UTC))
-            if policy.annotate_private:
-                annotate(header, result)
-            header_bytes = encode_header(header, received.transfer_syntax_uid)
-        except (UnsupportedRewrite, ValueError) as exc:
-            result.findings.append(
-                Finding("NOT_REWRITTEN", Severity.WARNING, f"copy written as received: {exc}")
-            )
-            header_bytes = None
         fix_to.parent.mkdir(parents=True, exist_ok=True)
         with open(fix_to, "wb") as fh:
             write_part10(fh, received.file_meta, received, header_bytes)
         item.fixed = fix_to
-    after = header[0x00000000:0xFFFFFFFF] if (fix_to is not None and result.edits) else view
-    try:
-        item.slices = slices_from_dataset(after)
-    except Exception:
-        item.slices = []
+    item.slices = edited_slices(received, view, result)
     return item
 
 
@@ -204,6 +190,15 @@ def _series_attributes(members: list[Checked]) -> dict[str, str | None]:
             if value is not None or key not in out:
                 out[key] = value
     return out
+
+
+def _spacing_group(member: Checked) -> SpacingGroup:
+    """One instance's effective spacing as the index groups it (value, decimals, source)."""
+    assert member.result is not None
+    eff = member.result.effective
+    row_d = None if eff.row_mm is None else decimals_of(eff.row_mm)
+    col_d = None if eff.column_mm is None else decimals_of(eff.column_mm)
+    return (eff.row_mm, eff.column_mm, row_d, col_d, eff.source, 1)
 
 
 def series_summaries(
@@ -228,13 +223,7 @@ def series_summaries(
             {"code": code, "severity": sev, "count": len(msgs), "message": min(msgs)}
             for (code, sev), msgs in sorted(agg.items())
         ]
-        spacings: Counter[tuple[float | None, float | None, str | None]] = Counter()
-        for m in members:
-            assert m.result is not None
-            eff = m.result.effective
-            spacings[(eff.row_mm, eff.column_mm, eff.source)] += 1
-        best = max(spacings.items(), key=lambda kv: (kv[1], kv[0][0] is not None))[0]
-        distinct = {(r, c) for r, c, _ in spacings}
+        best, consistent = spacing_consensus([_spacing_group(m) for m in members])
         out.append(
             compose_series(
                 fields={
@@ -251,7 +240,7 @@ def series_summaries(
                 geometry=geometry,
                 instance_findings=instance_findings,
                 spacing=best,
-                spacing_consistent=len(distinct) <= 1,
+                spacing_consistent=consistent,
             )
         )
     return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,19 +21,17 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scp import __version__, status
-from scp.pipeline import run_pipeline
 from scp.pipeline.compare import decimals_of
-from scp.pipeline.model import Edit, Finding, InstanceContext, PipelineResult, Severity
+from scp.pipeline.model import InstanceContext, PipelineResult, Severity
 from scp.pipeline.policy import SpacingPolicy
 from scp.pipeline.raw import raw_text
-from scp.pipeline.record import apply_edits
-from scp.series import DEFAULT_TOLERANCE, SliceGeometry, Tolerance, slices_from_dataset
+from scp.series import DEFAULT_TOLERANCE, Tolerance
+from scp.services.decisions import edited_slices, header_view, rewrite, run_decisions
 from scp.services.header_fields import header_text as _text
 from scp.services.header_fields import series_fields
 from scp.services.indexing import InstanceEntry, index_instance
 from storage.db import write_session
 from storage.filestore import FileStore
-from storage.header_codec import UnsupportedRewrite, encode_header
 from storage.index import ActionRow, FindingRow, IndexedInstance
 from storage.part10 import (
     MalformedDataset,
@@ -165,7 +163,7 @@ class Ingestor:
         # Everything reads a view of the header: reading converts elements, and a converted
         # element would be re-encoded from its value.  The header itself is only touched by
         # the edits, so every element they do not change is written back as received.
-        header = received.header[0x00000000:0xFFFFFFFF]
+        header = header_view(received)
         mismatch = self._check_identity(rcv, header)
         if mismatch:
             return self._fail(rcv, status.ERROR_DATASET_DOES_NOT_MATCH_SOP_CLASS, mismatch)
@@ -187,7 +185,7 @@ class Ingestor:
                 comment=f"invalid spacing rejected by site policy: {', '.join(invalid)}"[:1024],
                 result=result,
             )
-        header_bytes = self._rewrite(received, result)
+        header_bytes = rewrite(received, result, self.ae_title)
         code = status.SUCCESS
         if result.edits and self.policy.coercion_status == "warning":
             code = status.WARNING_COERCION_OF_DATA_ELEMENTS
@@ -268,48 +266,7 @@ class Ingestor:
             called_ae_title=rcv.called_ae_title,
             node_ae_title=self.ae_title,
         )
-        try:
-            return run_pipeline(header, ctx, self.policy)
-        except Exception as exc:  # a pipeline bug must never lose an image
-            log.exception("spacing pipeline failed on %s", rcv.sop_instance_uid)
-            return PipelineResult(
-                findings=[
-                    Finding(
-                        "PIPELINE_ERROR",
-                        Severity.WARNING,
-                        f"spacing checks could not run: {type(exc).__name__}: {exc}"[:500],
-                    )
-                ]
-            )
-
-    def _rewrite(self, received: ReceivedFile, result: PipelineResult) -> bytes | None:
-        """Apply the pipeline's edits to the header and encode it; ``None`` if unchanged."""
-        if not result.edits:
-            return None
-        try:
-            apply_edits(received.header, result.edits, self.ae_title, datetime.now(UTC))
-            return encode_header(received.header, received.transfer_syntax_uid)
-        except UnsupportedRewrite as exc:
-            result.findings.append(
-                Finding("NOT_REWRITTEN", Severity.WARNING, f"edits not applied: {exc}")
-            )
-        except Exception as exc:
-            log.exception("rewrite failed; storing the instance as received")
-            result.findings.append(
-                Finding("NOT_REWRITTEN", Severity.WARNING, f"edits not applied: {exc}"[:500])
-            )
-        not_applied = list(result.edits)
-        result.edits.clear()
-        # Nothing was changed: findings that said "corrected" become warnings.
-        result.findings[:] = [
-            replace(f, severity=Severity.WARNING, message=f.message + " (not applied)")
-            if f.severity == Severity.CORRECTED
-            else f
-            for f in result.findings
-        ]
-        for edit in not_applied:
-            result.findings.append(_unapplied(edit))
-        return None
+        return run_decisions(header, ctx, self.policy)
 
     def _entry(
         self,
@@ -365,7 +322,7 @@ class Ingestor:
                 "spacing_between_slices": _float(h, "SpacingBetweenSlices"),
             },
             # geometry after the edits (a swap changes the Pixel Spacing the series sees)
-            slices=_slices(received.header[0x00000000:0xFFFFFFFF] if result.edits else h),
+            slices=edited_slices(received, h, result),
             findings=[
                 FindingRow(f.code, f.severity.value, f.message, f.rule, f.tag)
                 for f in result.findings
@@ -379,21 +336,3 @@ class Ingestor:
 
 def _decimals(value: float | None) -> int | None:
     return None if value is None else decimals_of(value)
-
-
-def _slices(header: Dataset) -> list[SliceGeometry]:
-    """Geometry for the series index; never fails the instance (rulebook G is per series)."""
-    try:
-        return slices_from_dataset(header)
-    except Exception:
-        log.debug("no usable geometry", exc_info=True)
-        return []
-
-
-def _unapplied(edit: Edit) -> Finding:
-    return Finding(
-        edit.code,
-        Severity.WARNING,
-        f"{edit.attribute} would be changed from {edit.old!r} to {edit.new!r} but the "
-        "instance could not be rewritten; kept as received",
-    )

@@ -70,8 +70,9 @@ from scp.pipeline.record import (
     ORIGINAL_ATTRIBUTES_SEQUENCE,
     element_text,
 )
+from scp.services.decisions import withdraw_edits
 from scp.services.indexing import index_instance
-from scp.services.ingest import Ingestor, Received, _unapplied
+from scp.services.ingest import Ingestor, Received
 from storage.db import ensure_schema, make_engine, make_session_factory, write_session
 from storage.filestore import FileStore
 from storage.index import ActionRow
@@ -305,15 +306,9 @@ def _not_applied(result: PipelineResult, why: str) -> PipelineResult:
     """Edits the pipeline would make but that are not in the stored file (as ingest's)."""
     if not result.edits:
         return result
-    findings = [
-        replace(f, severity=Severity.WARNING, message=f.message + " (not applied)")
-        if f.severity == Severity.CORRECTED
-        else f
-        for f in result.findings
-    ]
-    findings.append(Finding("NOT_REWRITTEN", Severity.WARNING, why))
-    findings += [_unapplied(edit) for edit in result.edits]
-    return replace(result, findings=findings, edits=[])
+    withdrawn = replace(result, findings=list(result.findings), edits=list(result.edits))
+    withdraw_edits(withdrawn, why)
+    return withdrawn
 
 
 class Reindexer:
