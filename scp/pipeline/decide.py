@@ -12,6 +12,11 @@ Edits, in the order they must be applied (edits of one path are chained: the
    Pixel Spacing (0018,1164) and Nominal Scanned Pixel Spacing (0018,2010),
    ``DS_REFORMATTED`` for the others.  A value with any unusable part is left
    alone: the node never guesses a number.
+   A DS element written with another VR (Pixel Spacing as ``UT``, ``LO``, ``UN``...,
+   rule 33) is read leniently and reported, code ``SPACING_VR_WRONG`` (warning, naming the
+   VR found and PS3.6's); when its number is clear it is coerced to DS (an edit even when
+   the text stays the same: the element is rewritten with VR DS, the original recorded in
+   Nonconforming Modified Attributes Sequence (0400,0551)).
 2. Swap at the perimeter, reason ``CORRECT``, code ``PIXEL_SPACING_SWAPPED``:
    every attribute listed by a matching :class:`~scp.pipeline.policy.SwapRule`
    -- Pixel Spacing also in every Pixel Measures item, shared and per-frame --
@@ -169,6 +174,51 @@ def _normalization(
             )
         )
     return edits, findings, current
+
+
+def _vr_coercions(
+    report: SpacingReport, comma: bool, current: dict[tuple[str | int, ...], str]
+) -> tuple[list[Edit], list[Finding]]:
+    """Rule 33: DS elements written with another VR; coerced to DS when the number is clear
+    (a normalization edit of the same element already rewrites it as DS)."""
+    edits: list[Edit] = []
+    groups: dict[tuple[str, str, bool], list[DSAttr]] = {}
+    for attr in report.ds_attributes():
+        if attr.vr is None or attr.vr == "DS":
+            continue
+        norm = attr.normalized(comma and attr.keyword in PAIR_KEYWORDS)
+        clear = norm.text is not None and norm.vm > 0 and _vm_conforms(attr.keyword, norm)
+        if clear and attr.path not in current:
+            assert norm.text is not None
+            edits.append(_edit("SPACING_VR_WRONG", "COERCE", attr, attr.raw, norm.text))
+            current[attr.path] = norm.text
+        groups.setdefault((attr.keyword, attr.vr, clear), []).append(attr)
+    findings = []
+    for (keyword, vr, clear), members in groups.items():
+        attr = members[0]
+        frames = [
+            a.path[1]
+            for a in members
+            if a.path[0] == "PerFrameFunctionalGroupsSequence" and isinstance(a.path[1], int)
+        ]
+        outcome = (
+            "the number was read leniently and the element coerced to DS (original in "
+            "Nonconforming Modified Attributes Sequence (0400,0551))"
+            if clear
+            else "the value is not a clear number: kept as received"
+        )
+        findings.append(
+            _finding(
+                "SPACING_VR_WRONG",
+                Severity.WARNING,
+                "33",
+                keyword,
+                f"{attribute_label(keyword)}{describe_path(attr.path, frames or None)} "
+                f"'{clip(attr.raw)}' is written with VR {vr}, not DS as PS3.6 defines it; "
+                f"{outcome} (rule 33)",
+            )
+        )
+    return edits, findings
 
 
 def _vm_conforms(keyword: str, norm: NormalizedDS) -> bool:
@@ -398,6 +448,9 @@ def decide(
     matched = tuple(rules) if rules is not None else matching_rules(report, ctx, policy)
     comma = any(rule.comma_decimal for rule in matched)
     edits, findings, current = _normalization(report, comma)
+    vr_edits, vr_findings = _vr_coercions(report, comma, current)
+    edits += vr_edits
+    findings += vr_findings
     swap_edits, swap_findings = _rule_swaps(report, matched, current)
     edits += swap_edits
     findings += swap_findings

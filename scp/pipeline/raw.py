@@ -36,6 +36,7 @@ __all__ = [
     "int_text",
     "raw_text",
     "sequence_items",
+    "written_vr",
 ]
 
 
@@ -181,6 +182,9 @@ class DSAttr:
     keyword: str
     path: ElementPath
     raw: str  # as received, end padding stripped ("" when present but empty)
+    #: The VR the element was written with (explicit VR), ``None`` when not written
+    #: (implicit VR) or after an edit; rule 33 compares it with PS3.6's.
+    vr: str | None = None
 
     @property
     def tag(self) -> str:
@@ -220,4 +224,16 @@ class DSAttr:
 def ds_attr(ds: Dataset, keyword: str, prefix: ElementPath = ()) -> DSAttr | None:
     """The DS element ``keyword`` of ``ds`` at ``prefix``, or ``None`` when absent."""
     text = raw_text(ds, keyword)
-    return None if text is None else DSAttr(keyword, (*prefix, keyword), text)
+    if text is None:
+        return None
+    return DSAttr(keyword, (*prefix, keyword), text, written_vr(ds, keyword_tag(keyword)))
+
+
+def written_vr(ds: Dataset, tag: int) -> str | None:
+    """The VR an element was written with: an explicit VR as received, ``None`` for an
+    element read in implicit VR (its VR was looked up, not written)."""
+    elem = _element(ds, tag)
+    vr = getattr(elem, "VR", None)
+    if vr is None or getattr(elem, "is_implicit_VR", False):
+        return None
+    return str(vr)

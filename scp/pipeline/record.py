@@ -195,6 +195,10 @@ def element_bytes(elem: DataElement | RawDataElement) -> bytes:
     return data + b" " if len(data) % 2 else data
 
 
+def _implicit(elem: DataElement | RawDataElement) -> bool:
+    return bool(getattr(elem, "is_implicit_VR", False))
+
+
 def _normalized(text: str | None) -> list[str] | None:
     if text is None:
         return None
@@ -275,6 +279,9 @@ def _plan(ds: Dataset, edit: Edit, current: dict[ElementPath, str | None]) -> _P
     nonconforming = None
     if received is not None and original_text is not None:
         nonconforming = value_problem(vr, vm, original_text)
+        written = getattr(received, "VR", None)
+        if nonconforming is None and written not in (None, vr) and not _implicit(received):
+            nonconforming = f"written with VR {written}, not {vr} (PS3.6)"
     return _Plan(edit, container, leaf, vr, pointers, nonconforming, received)
 
 

@@ -193,7 +193,7 @@ def _swap_attr(attr: DSAttr | None, changes: Mapping[ElementPath, str | None]) -
     if attr is None or attr.path not in changes:
         return attr
     new = changes[attr.path]
-    return None if new is None else replace(attr, raw=new)
+    return None if new is None else replace(attr, raw=new, vr=None)
 
 
 def _apply_group(
