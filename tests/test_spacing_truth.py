@@ -328,3 +328,53 @@ def test_wrong_vr_over_the_network(node: Any, tmp_path: Path) -> None:
     [offline] = _check_json(src)["instances"]
     _same_verdict(online, offline)
     assert "SPACING_VR_WRONG" in _codes(online["findings"])
+
+
+# ------------------------------------------------------------------ NM: geometry in a sequence
+
+
+def _nm_tomo(frames: int = 6, sbs: str = "4.41806", st: str = "4.41806") -> Dataset:
+    def extra(ds: Dataset) -> None:
+        del ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.SliceThickness
+        detector = Dataset()
+        detector.ImagePositionPatient = ["-280", "-280", "-100"]
+        detector.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+        ds.DetectorInformationSequence = [detector]
+        ds.NumberOfFrames = frames
+        ds.SpacingBetweenSlices = sbs
+        ds.SliceThickness = st
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"]
+        ds.PixelData = b"\0\0" * 16 * 16 * frames
+
+    return ct_dataset(
+        modality="NM",
+        sop_class="1.2.840.10008.5.1.4.1.1.20",
+        pixel_spacing="4.41806\\4.41806",
+        extra=extra,
+    )
+
+
+def test_nm_geometry_from_the_detector_information_sequence() -> None:
+    slices = slices_from_dataset(_nm_tomo())
+    assert [g.frame_number for g in slices] == [1, 2, 3, 4, 5, 6]
+    summary = summarize_series(slices).to_dict()
+    [stack] = summary["stacks"]
+    assert stack["slice_thickness_mm"] == 4.41806
+    assert stack["spacing_between_slices_mm"] == 4.41806
+    assert stack["slice_spacing"]["mm"] == pytest.approx(4.41806, abs=1e-3)  # positions in µm
+
+
+def test_nm_series_summary_over_the_network(quiet_node: Any, tmp_path: Path) -> None:
+    ds = _nm_tomo()
+    src = write(ds, tmp_path / "nm.dcm")
+    [res] = send_files(quiet_node.port, [src])
+    assert res.status is not None and status.is_stored(res.status), res
+    time.sleep(1.2)  # settled, like check's answer
+    node = quiet_node
+    code, online = get(node, f"/series/{ds.SeriesInstanceUID}")
+    assert code == 200, online
+    assert online["slice_thickness_mm"] == 4.41806
+    assert online["spacing_between_slices_mm"] == 4.41806
+    [offline] = _check_json(src)["series"]
+    for key in ("slice_thickness_mm", "spacing_between_slices_mm", "slice_spacing", "stacks"):
+        assert offline[key] == online[key], key

@@ -120,6 +120,12 @@ def slices_from_dataset(ds: Any) -> list[SliceGeometry]:
     Frames or instances without a parseable IPP and IOP are left out (empty list): they are
     not part of any stack. Values are read leniently (float of each value); checking the
     Decimal String syntax (rulebook section A) is the pipeline's job, not this module's.
+
+    Where the Image Plane attributes sit in a sequence -- an NM image's Detector Information
+    Sequence (0054,0022), PS3.3 C.8.4.10 -- the first item gives IPP and IOP of the first
+    frame; a reconstructed NM volume (NM Reconstruction Module, PS3.3 C.8.4.15) has one
+    slice per frame, frame k at IPP + k x Spacing Between Slices along the normal, with the
+    top-level Slice Thickness and Spacing Between Slices.
     """
     for_uid = str(ds.get("FrameOfReferenceUID", "") or "")
     rows = int(ds.get("Rows", 0) or 0)
@@ -131,7 +137,7 @@ def slices_from_dataset(ds: Any) -> list[SliceGeometry]:
         iop = _floats(ds.get("ImageOrientationPatient"), 6)
         ipp = _floats(ds.get("ImagePositionPatient"), 3)
         if iop is None or ipp is None:
-            return []
+            return _detector_slices(ds, for_uid, rows, columns, modality, sop)
         ps = _floats(ds.get("PixelSpacing"), 2)
         return [
             SliceGeometry(
@@ -183,3 +189,47 @@ def slices_from_dataset(ds: Any) -> list[SliceGeometry]:
             )
         )
     return slices
+
+
+def _cross(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, float, float]:
+    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
+
+
+def _detector_slices(
+    ds: Any, for_uid: str, rows: int, columns: int, modality: str, sop: str
+) -> list[SliceGeometry]:
+    """Slices of an image whose IPP/IOP sit in Detector Information Sequence (0054,0022)
+    (NM, PS3.3 C.8.4.10): one per frame of a reconstructed volume (C.8.4.15), else one."""
+    detector = _item(ds, "DetectorInformationSequence")
+    if detector is None:
+        return []
+    iop = _floats(detector.get("ImageOrientationPatient"), 6)
+    ipp = _floats(detector.get("ImagePositionPatient"), 3)
+    if iop is None or ipp is None:
+        return []
+    sbs = _float(ds.get("SpacingBetweenSlices"))
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        frames = 1
+    normal = _cross(iop[:3], iop[3:])
+    if not sbs or frames < 1:
+        frames = 1
+    ps = _floats(ds.get("PixelSpacing"), 2)
+    st = _float(ds.get("SliceThickness"))
+    return [
+        SliceGeometry(
+            frame_of_reference_uid=for_uid,
+            rows=rows,
+            columns=columns,
+            iop=iop,
+            ipp=tuple(p + k * (sbs or 0.0) * n for p, n in zip(ipp, normal, strict=True)),
+            pixel_spacing=(ps[0], ps[1]) if ps else None,
+            slice_thickness=st,
+            spacing_between_slices=sbs,
+            modality=modality,
+            sop_instance_uid=sop,
+            frame_number=k + 1 if frames > 1 else None,
+        )
+        for k in range(frames)
+    ]
