@@ -47,7 +47,7 @@ from scp.services.forwarding.sender import (
     AssociationSettings,
     StoreAssociation,
 )
-from storage import outbox
+from storage import destinations, outbox
 from storage.db import write_session
 from storage.filestore import FileStore
 from storage.models import Instance
@@ -140,6 +140,8 @@ class DestinationWorker:
         self._circuit_until = 0.0
         self._held: set[int] = set()
         self._renew_at = 0.0
+        #: The destination was paused by an operator at the last look (``run_once``).
+        self.paused = False
 
     # -- control ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -196,14 +198,18 @@ class DestinationWorker:
         except Exception:
             log.debug("next_due failed", exc_info=True)
             due = None
-        if due is not None:
+        if due is not None and not self.paused:  # paused: look again after poll_s, or a wake
             until = (due - datetime.now(UTC)).total_seconds()
             timeout = min(timeout, max(0.02, until + 0.01))
         self.wake_event.wait(timeout)
 
     def run_once(self) -> bool:
-        """Claim one batch and send it; ``False`` when nothing was due."""
+        """Claim one batch and send it; ``False`` when nothing was due or the destination
+        is paused by an operator (:mod:`storage.destinations`)."""
         with write_session(self.sessions) as session:
+            self.paused = destinations.is_paused(session, self.dest.name)
+            if self.paused:
+                return False
             jobs = outbox.claim(
                 session,
                 self.dest.name,
