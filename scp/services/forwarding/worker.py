@@ -206,17 +206,7 @@ class DestinationWorker:
     def run_once(self) -> bool:
         """Claim one batch and send it; ``False`` when nothing was due or the destination
         is paused by an operator (:mod:`storage.destinations`)."""
-        with write_session(self.sessions) as session:
-            self.paused = destinations.is_paused(session, self.dest.name)
-            if self.paused:
-                return False
-            jobs = outbox.claim(
-                session,
-                self.dest.name,
-                self.node_id,
-                limit=self.settings.batch_size,
-                lease_s=self.settings.lease_s,
-            )
+        jobs = self._claim()
         if not jobs:
             return False
         self._held = {j.id for j in jobs}
@@ -229,6 +219,21 @@ class DestinationWorker:
         finally:
             self._release_held()
         return True
+
+    def _claim(self) -> list[outbox.ClaimedJob]:
+        """A batch of due jobs; none while the destination is paused by an operator
+        (:mod:`storage.destinations`), checked before every claim."""
+        with write_session(self.sessions) as session:
+            self.paused = destinations.is_paused(session, self.dest.name)
+            if self.paused:
+                return []
+            return outbox.claim(
+                session,
+                self.dest.name,
+                self.node_id,
+                limit=self.settings.batch_size,
+                lease_s=self.settings.lease_s,
+            )
 
     # -- settling jobs ---------------------------------------------------------------------
     def _release_held(self) -> None:
@@ -319,14 +324,7 @@ class DestinationWorker:
         without new jobs the association is released."""
         while not self._stop.is_set() and assoc.is_established:
             self.wake_event.clear()
-            with write_session(self.sessions) as session:
-                jobs = outbox.claim(
-                    session,
-                    self.dest.name,
-                    self.node_id,
-                    limit=self.settings.batch_size,
-                    lease_s=self.settings.lease_s,
-                )
+            jobs = self._claim()
             if not jobs:
                 if self.wake_event.wait(LINGER_S):
                     continue
