@@ -217,6 +217,8 @@ def test_every_api_answer_matches_the_generated_openapi(scene: Scene) -> None:
     assert len(jobs) == len(list(scene.folder.rglob("*.dcm")))  # one per instance
     answer("/forwarding/jobs?destination=pacs&state=dead&series_instance_uid=1.2.3")
     assert "spacing_scp_index_series 5" in answer("/metrics")
+    devices = answer("/devices")["items"]
+    assert sum(d["instances"] for d in devices) == len(list(scene.folder.rglob("*.dcm")))
 
     for path, status in [
         ("/series?limit=0", 400),
