@@ -4,9 +4,10 @@ Reading the pages needs no token; every action (``POST /ui/actions/...``) needs
 
 * the token: ``Authorization: Bearer TOKEN``, or the session cookie ``POST /ui/login`` set
   after the operator typed the token (HttpOnly, SameSite=Strict, path ``/ui``; its value is
-  an HMAC of the token, never the token);
-* the CSRF token of the session in the form (field ``csrf``, an HMAC bound to the session),
-  which only pages rendered for that session carry;
+  an HMAC of the token, never the token, so changing the token signs everyone out);
+* the CSRF token in the form (field ``csrf``, another HMAC of the token), which only pages
+  rendered for a signed-in request carry: a page of another site can neither read it nor
+  compute it, and the SameSite=Strict cookie is not sent with its requests anyway;
 * an ``Origin`` header, when the browser sends one, naming this host.
 
 Without a configured ``[http] token`` actions are refused altogether: an open node must

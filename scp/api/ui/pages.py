@@ -107,21 +107,21 @@ def page_router(ui: UiContext) -> APIRouter:
         query = {k: v for k, v in request.query_params.items() if k != "cursor" and v}
         return {"items": items, "next": nxt, "cursor": cursor, "q": query, "verdicts": VERDICTS}
 
-    @router.get("/ui/series")
-    def series_list(request: Request) -> Response:
+    def series_view(request: Request, template: str) -> Response:
         try:
             values = series_values(request)
         except ValueError as exc:
             return bad_request(request, str(exc))
-        return ui.page(request, "series_list.html", **values)
+        return ui.page(request, template, **values)
+
+    @router.get("/ui/series")
+    def series_list(request: Request) -> Response:
+        return series_view(request, "series_list.html")
 
     @router.get("/ui/fragments/series-rows")
     def series_rows(request: Request) -> Response:
-        try:
-            values = series_values(request)
-        except ValueError as exc:
-            return bad_request(request, str(exc))
-        return ui.page(request, "_series_rows.html", **values)
+        """The list's rows alone: what the page polls."""
+        return series_view(request, "_series_rows.html")
 
     @router.get("/ui/series/{uid}")
     def series_page(request: Request, uid: str) -> Response:
