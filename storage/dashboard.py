@@ -109,49 +109,84 @@ def last_received(session: Session) -> datetime | None:
     return as_utc(session.scalar(select(func.max(Instance.received_at))))
 
 
-def device_series(session: Session) -> list[dict[str, Any]]:
-    """One row per (device, series): the device columns, the series id, its first
-    reception, the instances from that device, the latest reception and the series'
-    finding codes (series codes and every instance's)."""
-    cols = (
-        Instance.calling_ae_title,
-        Series.station_name,
-        Series.manufacturer,
-        Series.manufacturer_model_name,
-        Series.software_versions,
-    )
+_DEVICE = (
+    Instance.calling_ae_title,
+    Series.station_name,
+    Series.manufacturer,
+    Series.manufacturer_model_name,
+    Series.software_versions,
+)
+
+
+def _day(session: Session) -> Any:
+    """The UTC day (``YYYY-MM-DD``) a series was first received, as SQL."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", Series.created_at), "YYYY-MM-DD")
+    return func.strftime("%Y-%m-%d", Series.created_at)  # SQLite keeps UTC text
+
+
+def device_totals(session: Session) -> list[dict[str, Any]]:
+    """Per device (:data:`DEVICE_COLUMNS`): ``instances``, ``series`` and ``last_seen``
+    (UTC), aggregated by the database."""
     rows = session.execute(
         select(
-            *cols,
-            Series.id,
-            Series.created_at,
-            Series.finding_codes,
+            *_DEVICE,
             func.count(Instance.id),
+            func.count(func.distinct(Instance.series_id)),
             func.max(Instance.received_at),
         )
         .join(Series, Instance.series_id == Series.id)
-        .group_by(*cols, Series.id, Series.created_at, Series.finding_codes)
-    ).all()
-    codes: dict[int, set[str]] = {}
-    for sid, code in session.execute(
-        select(Instance.series_id, InstanceFinding.code)
+        .group_by(*_DEVICE)
+    )
+    return [
+        {
+            "device": dict(zip(DEVICE_COLUMNS, key, strict=True)),
+            "instances": int(count),
+            "series": int(series),
+            "last_seen": as_utc(last),
+        }
+        for *key, count, series, last in rows
+    ]
+
+
+def device_days(session: Session) -> dict[tuple[Any, ...], dict[str, int]]:
+    """Per device key (the :data:`DEVICE_COLUMNS` values) and UTC day: series received."""
+    day = _day(session)
+    out: dict[tuple[Any, ...], dict[str, int]] = {}
+    for *key, d, count in session.execute(
+        select(*_DEVICE, day, func.count(func.distinct(Series.id)))
+        .join(Series, Instance.series_id == Series.id)
+        .group_by(*_DEVICE, day)
+    ):
+        out.setdefault(tuple(key), {})[str(d)] = int(count)
+    return out
+
+
+def device_codes(session: Session) -> dict[tuple[Any, ...], dict[str, dict[str, int]]]:
+    """Per device key, finding code and UTC day: series carrying the code (a series code
+    of its geometry or any instance's finding). Reads flagged series only."""
+    day = _day(session)
+    flagged: dict[tuple[Any, ...], set[tuple[int, str, str]]] = {}
+    for *key, sid, d, code in session.execute(
+        select(*_DEVICE, Series.id, day, InstanceFinding.code)
+        .join(Series, Instance.series_id == Series.id)
         .join(InstanceFinding, InstanceFinding.instance_id == Instance.id)
         .distinct()
     ):
-        codes.setdefault(sid, set()).add(code)
-    out = []
-    for *key, sid, created, series_codes, count, last in rows:
-        found = set(codes.get(sid, set())) | {c for c in (series_codes or "").split(",") if c}
-        out.append(
-            {
-                "device": dict(zip(DEVICE_COLUMNS, key, strict=True)),
-                "series_id": sid,
-                "created_at": as_utc(created),
-                "instances": int(count),
-                "last_seen": as_utc(last),
-                "codes": sorted(found),
-            }
-        )
+        flagged.setdefault(tuple(key), set()).add((sid, str(d), code))
+    for *key, sid, d, codes in session.execute(
+        select(*_DEVICE, Series.id, day, Series.finding_codes)
+        .join(Series, Instance.series_id == Series.id)
+        .where(Series.finding_codes != "")
+        .distinct()
+    ):
+        for code in (c for c in (codes or "").split(",") if c):
+            flagged.setdefault(tuple(key), set()).add((sid, str(d), code))
+    out: dict[tuple[Any, ...], dict[str, dict[str, int]]] = {}
+    for device, seen in flagged.items():
+        for _sid, d, code in seen:
+            days = out.setdefault(device, {}).setdefault(code, {})
+            days[d] = days.get(d, 0) + 1
     return out
 
 

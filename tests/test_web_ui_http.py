@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import send_files
+from tests.conftest import make_config, send_files
 from tests.dicom_factory import new_uid, write_ct
 
 TOKEN = "http-test-token"
@@ -142,3 +142,51 @@ def test_without_a_token_actions_are_disabled(node_factory: Callable[..., Any]) 
     base = f"http://127.0.0.1:{node.api.port}"
     status, body = _post(base + "/ui/actions/pause", "destination=pacs&csrf=x")
     assert status == 403 and "no [http] token" in body
+
+
+def test_devices_on_both_backends(
+    node_factory: Callable[..., Any], tmp_path: Path, database_url: str
+) -> None:
+    """Per-day shares and the swap-rule proposal, computed by SQLite and PostgreSQL alike."""
+    from datetime import UTC, datetime
+
+    from scp.services.devices import list_devices
+
+    node = node_factory(make_config(tmp_path / "data", storage={"database_url": database_url}))
+
+    def reversed_ct(ds: Any) -> None:
+        ds.ReconstructionDiameter = "8"  # = 0.5 x 16 Columns: Pixel Spacing 0.5\0.8 reversed
+        ds.StationName = "BAD*ONE"
+
+    for i in range(3):
+        series = new_uid()
+        files = [
+            write_ct(
+                tmp_path / f"b{i}-{k}.dcm",
+                series=series,
+                instance_number=k + 1,
+                pixel_spacing="0.5\\0.8",
+                position=(0.0, 0.0, float(k)),
+                extra=reversed_ct,
+            )
+            for k in range(2)
+        ]
+        send_files(node.port, files, "BADCT")
+    send_files(node.port, [write_ct(tmp_path / "good.dcm")], "GOODCT")
+    with node.sessions() as session:
+        devices = {d["calling_ae_title"]: d for d in list_devices(session)}
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    bad, good = devices["BADCT"], devices["GOODCT"]
+    assert (bad["series"], bad["instances"], good["series"]) == (3, 6, 1)
+    reversed_share = next(
+        f for f in bad["flagged"] if f["code"] == "PIXEL_SPACING_SUSPECT_REVERSED"
+    )
+    assert reversed_share == {
+        "code": "PIXEL_SPACING_SUSPECT_REVERSED",
+        "series": 3,
+        "share": 1.0,
+        "by_day": {today: 1.0},
+    }
+    assert good["swap_rule"] is None and bad["swap_rule"]["evidence_series"] == 3
+    # glob characters of a header value are escaped: the rule matches only this station
+    assert 'StationName = "BAD[*]ONE"' in bad["swap_rule"]["toml"]

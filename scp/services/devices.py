@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -39,58 +38,41 @@ _MATCH_KEYS = {
 
 def list_devices(session: Session, swap_rules: Sequence[SwapRule] = ()) -> list[dict[str, Any]]:
     """Every device (the DEVICE shape, :class:`scp.models.Device`), last seen first."""
-    devices: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in dashboard.device_series(session):
-        key = tuple(row["device"].values())
-        dev = devices.setdefault(
-            key, {**row["device"], "instances": 0, "series": [], "last_seen": None}
+    days = dashboard.device_days(session)
+    codes = dashboard.device_codes(session)
+    out = []
+    for total in dashboard.device_totals(session):
+        dev = total["device"]
+        key = tuple(dev.values())
+        per_day = days.get(key, {})
+        flagged: list[dict[str, Any]] = [
+            {
+                "code": code,
+                "series": sum(by_day.values()),
+                "share": round(sum(by_day.values()) / max(1, total["series"]), 4),
+                "by_day": {
+                    d: round(n / max(1, per_day.get(d, n)), 4) for d, n in sorted(by_day.items())
+                },
+            }
+            for code, by_day in codes.get(key, {}).items()
+        ]
+        flagged.sort(key=lambda f: (-f["series"], f["code"]))
+        evidence = int(next((c["series"] for c in flagged if c["code"] == REVERSED), 0))
+        proposal = None
+        if evidence >= PROPOSE_AFTER and not any(_covers(rule, dev) for rule in swap_rules):
+            proposal = {"evidence_series": evidence, "toml": swap_rule_toml(dev)}
+        out.append(
+            {
+                **dev,
+                "instances": total["instances"],
+                "series": total["series"],
+                "last_seen": iso(total["last_seen"]),
+                "flagged": flagged,
+                "swap_rule": proposal,
+            }
         )
-        dev["instances"] += row["instances"]
-        dev["series"].append(row)
-        if row["last_seen"] is not None and (
-            dev["last_seen"] is None or row["last_seen"] > dev["last_seen"]
-        ):
-            dev["last_seen"] = row["last_seen"]
-    out = [_device(dev, swap_rules) for dev in devices.values()]
     out.sort(key=lambda d: d["last_seen"] or "", reverse=True)
     return out
-
-
-def _day(t: datetime | None) -> str:
-    return t.strftime("%Y-%m-%d") if t is not None else "unknown"
-
-
-def _device(dev: dict[str, Any], swap_rules: Sequence[SwapRule]) -> dict[str, Any]:
-    series: list[dict[str, Any]] = dev.pop("series")
-    per_day: dict[str, int] = {}
-    for s in series:
-        per_day[_day(s["created_at"])] = per_day.get(_day(s["created_at"]), 0) + 1
-    counts: dict[str, dict[str, int]] = {}
-    for s in series:
-        for code in s["codes"]:
-            days = counts.setdefault(code, {})
-            days[_day(s["created_at"])] = days.get(_day(s["created_at"]), 0) + 1
-    flagged: list[dict[str, Any]] = [
-        {
-            "code": code,
-            "series": sum(days.values()),
-            "share": round(sum(days.values()) / len(series), 4),
-            "by_day": {day: round(n / per_day[day], 4) for day, n in sorted(days.items())},
-        }
-        for code, days in counts.items()
-    ]
-    flagged.sort(key=lambda f: (-f["series"], f["code"]))
-    evidence = int(next((c["series"] for c in flagged if c["code"] == REVERSED), 0))
-    proposal = None
-    if evidence >= PROPOSE_AFTER and not any(_covers(rule, dev) for rule in swap_rules):
-        proposal = {"evidence_series": evidence, "toml": swap_rule_toml(dev)}
-    return {
-        **dev,
-        "series": len(series),
-        "last_seen": iso(dev["last_seen"]),
-        "flagged": flagged,
-        "swap_rule": proposal,
-    }
 
 
 def _covers(rule: SwapRule, dev: dict[str, Any]) -> bool:
