@@ -86,6 +86,10 @@ class Node:
         assert self.server is not None
         return int(self.server.server_address[1])
 
+    def _associations(self) -> int:
+        """Associations running now in this process (the overview's figure)."""
+        return len(self.server.active_associations) if self.server is not None else 0
+
     def listening_fd(self) -> int:
         """The listening socket's descriptor (passed to the extra receiving processes)."""
         assert self.server is not None and self.server.socket is not None
@@ -117,6 +121,10 @@ class Node:
                 token=self.cfg.http.token,
                 gauges=self.forwarder.gauges,
                 destinations=[d.name for d in self.cfg.destinations],
+                data_dir=self.cfg.data_dir,
+                swap_rules=self.cfg.swap_rules,
+                associations=self._associations,
+                wake=self.forwarder.wake,
             )
             self.api = ApiServer(app, self.cfg.http.host, self.cfg.http.port)
             self.api.start()

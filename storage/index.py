@@ -112,6 +112,7 @@ _SERIES_FIELDS = (
     "manufacturer",
     "manufacturer_model_name",
     "station_name",
+    "software_versions",
     "series_number",
     "series_description",
 )

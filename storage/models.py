@@ -10,7 +10,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -44,6 +55,8 @@ class Series(Base):
     manufacturer: Mapped[str | None] = mapped_column(String(64))
     manufacturer_model_name: Mapped[str | None] = mapped_column(String(64))
     station_name: Mapped[str | None] = mapped_column(String(16))
+    #: Software Versions (0018,1020), all values as received (backslash-separated).
+    software_versions: Mapped[str | None] = mapped_column(String(64))
     series_number: Mapped[str | None] = mapped_column(String(12))
     series_description: Mapped[str | None] = mapped_column(String(64))
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -204,3 +217,15 @@ Index(
 )
 Index("ix_forward_jobs_lease", ForwardJob.state, ForwardJob.lease_until)
 Index("ix_forward_jobs_instance", ForwardJob.instance_id, ForwardJob.destination)
+
+
+class ForwardDestination(Base):
+    """Operator state of a forwarding destination (issue 19): ``paused`` destinations keep
+    their queue, but their workers claim nothing until resumed. A destination without a
+    row is running."""
+
+    __tablename__ = "forward_destinations"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -88,12 +88,17 @@ def select_series_page(
     received_at_or_before: datetime | None = None,
     limit: int = 100,
     cursor: str | None = None,
+    where: Sequence[Any] = (),
 ) -> tuple[list[tuple[Series, str]], str | None]:
     """One page of series, newest first, with their Study Instance UID, and the cursor of
     the next page (``None`` on the last).  ``code`` matches a series finding code or any of
     its instances' finding codes; the ``received_*`` bounds compare the series' last
-    reception time."""
-    query = select(Series, Study.study_instance_uid).join(Study, Series.study_id == Study.id)
+    reception time; ``where`` adds conditions on ``Series``."""
+    query = (
+        select(Series, Study.study_instance_uid)
+        .join(Study, Series.study_id == Study.id)
+        .where(*where)
+    )
     if study_instance_uid:
         query = query.where(Study.study_instance_uid == study_instance_uid)
     if modality:

@@ -217,6 +217,8 @@ def test_every_api_answer_matches_the_generated_openapi(scene: Scene) -> None:
     assert len(jobs) == len(list(scene.folder.rglob("*.dcm")))  # one per instance
     answer("/forwarding/jobs?destination=pacs&state=dead&series_instance_uid=1.2.3")
     assert "spacing_scp_index_series 5" in answer("/metrics")
+    devices = answer("/devices")["items"]
+    assert sum(d["instances"] for d in devices) == len(list(scene.folder.rglob("*.dcm")))
 
     for path, status in [
         ("/series?limit=0", 400),
@@ -383,6 +385,7 @@ def test_openapi_document_is_generated_from_the_models(node: Any) -> None:
         "/metrics",
         "/forwarding",
         "/forwarding/jobs",
+        "/devices",
     }
     schemas = doc["components"]["schemas"]
     assert "HTTPValidationError" not in schemas and "ValidationError" not in schemas

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
@@ -11,8 +12,11 @@ from scp.api.forwarding import forwarding_router
 from scp.api.guard import Guard
 from scp.api.openapi import DESCRIPTION, TITLE, openapi_document
 from scp.api.problems import install_problem_handlers
-from scp.api.routes import health_router, index_router
+from scp.api.routes import devices_router, health_router, index_router
+from scp.api.ui import UiAuth, UiContext, ui_router
+from scp.pipeline.policy import SwapRule
 from scp.services.series_query import IndexQueries
+from storage.filestore import FileStore
 
 
 def build_app(
@@ -23,12 +27,20 @@ def build_app(
     token: str = "",
     gauges: Callable[[], dict[str, float]] | None = None,
     destinations: Sequence[str] = (),
+    data_dir: Path | None = None,
+    swap_rules: Sequence[SwapRule] = (),
+    associations: Callable[[], int] | None = None,
+    wake: Callable[[Iterable[str] | None], None] | None = None,
 ) -> FastAPI:
     """The read-only API over the index of ``sessions``.
 
     ``token``: the bearer token every path but ``/health`` requires (empty: none);
     ``gauges``: extra ``/metrics`` values (the forwarder's); ``destinations``: the
-    configured forwarding destinations, listed by ``/forwarding`` even while idle.
+    configured forwarding destinations, listed by ``/forwarding`` even while idle;
+    ``swap_rules``: the configured ``[[swap_rules]]`` (``/devices`` proposes none for a
+    device they cover). With ``data_dir`` (the file store) the web page is served at
+    ``/ui`` (:mod:`scp.api.ui`): ``associations`` counts the running associations, ``wake``
+    wakes the forwarding workers of the named destinations after an operator's action.
     ``/openapi.json`` is generated (:mod:`scp.api.openapi`); no docs UI is served.
     """
     app = FastAPI(
@@ -42,6 +54,20 @@ def build_app(
     app.include_router(health_router(sessions, ae_title))
     app.include_router(index_router(sessions, queries, gauges))
     app.include_router(forwarding_router(sessions, destinations))
+    app.include_router(devices_router(sessions, swap_rules))
+    if data_dir is not None:
+        ui = UiContext(
+            sessions=sessions,
+            queries=queries,
+            store=FileStore(data_dir),
+            ae_title=ae_title,
+            auth=UiAuth(token),
+            destinations=list(destinations),
+            swap_rules=list(swap_rules),
+            associations=associations,
+            wake=wake,
+        )
+        app.include_router(ui_router(ui))
     install_problem_handlers(app)
     app.add_middleware(Guard, token=token)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]

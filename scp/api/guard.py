@@ -3,9 +3,11 @@
 A pure ASGI middleware around the FastAPI app (:func:`scp.api.app.build_app`):
 
 * the API is read-only: a method other than GET or HEAD is 405 (HEAD is answered as GET;
-  uvicorn leaves the body out);
+  uvicorn leaves the body out); only the web page's sign-in and actions (``POST /ui/...``,
+  :mod:`scp.api.ui.actions`, which check the token and CSRF themselves) take a POST;
 * a request target over :data:`MAX_TARGET_LENGTH` characters is 414;
-* with a token, every path but ``/health`` needs ``Authorization: Bearer TOKEN`` (401);
+* with a token, every path but ``/health`` and the web page (``/ui``: read-only without
+  the token, issue 19) needs ``Authorization: Bearer TOKEN`` (401);
 * ``/series/`` is ``/series`` (no redirects);
 * every answer carries ``Cache-Control: no-store`` and ``X-Content-Type-Options: nosniff``;
 * an exception from a route is logged and answered 500 with no detail.
@@ -26,6 +28,8 @@ log = logging.getLogger("spacing_scp.http")
 MAX_TARGET_LENGTH = 4096
 #: Paths served without the bearer token (load balancers' health checks).
 OPEN_PATHS = frozenset({"/health"})
+#: The web page: open to read; its POSTs check the token and CSRF themselves.
+UI_PREFIX = "/ui"
 _HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="spacing-scp"'}
 
@@ -60,15 +64,19 @@ class Guard:
             await send(message)
 
         path = scope["path"].rstrip("/") or "/"
-        if scope["method"] not in ("GET", "HEAD"):
+        ui = path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
+        method = "POST" if ui and scope["method"] == "POST" else "GET"
+        if scope["method"] not in ("GET", "HEAD") and method != "POST":
             answer = problem(405, "the API is read-only", {"Allow": "GET, HEAD"})
         elif _target_length(scope) > MAX_TARGET_LENGTH:
             answer = problem(414, f"the request target is over {MAX_TARGET_LENGTH} characters")
-        elif path not in OPEN_PATHS and not self._authorized(scope):
+        elif not ui and path not in OPEN_PATHS and not self._authorized(scope):
             answer = problem(401, "a valid bearer token is required", _CHALLENGE)
         else:
             try:
-                await self.app({**scope, "method": "GET", "path": path}, receive, send_with_headers)
+                await self.app(
+                    {**scope, "method": method, "path": path}, receive, send_with_headers
+                )
             except Exception:
                 log.exception("HTTP %s %s failed", scope["method"], scope["path"])
                 if not started:

@@ -1,5 +1,5 @@
 """The index routes: ``/health``, ``/series``, ``/series/{uid}``, ``/series/{uid}/instances``,
-``/instances/{uid}``, ``/metrics``.
+``/instances/{uid}``, ``/devices``, ``/metrics``.
 
 The routes return the dicts of :mod:`storage.queries`; FastAPI validates each against its
 ``response_model`` (:mod:`scp.models`), so an answer that drifts from the documented shape
@@ -8,7 +8,7 @@ is a 500, never a silent change.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -21,6 +21,8 @@ from scp import models as m
 from scp.api.openapi import problem_responses
 from scp.api.params import PageQuery, SeriesQuery
 from scp.metrics import METRICS
+from scp.pipeline.policy import SwapRule
+from scp.services.devices import list_devices
 from scp.services.series_query import IndexQueries
 from storage.models import Instance, Series, Study
 
@@ -140,5 +142,22 @@ def index_router(
         if gauges is not None:
             values.update(gauges())
         return PrometheusText(METRICS.render(values))
+
+    return router
+
+
+def devices_router(sessions: sessionmaker[Session], swap_rules: Sequence[SwapRule]) -> APIRouter:
+    """``GET /devices``: the sending devices of the fleet (:mod:`scp.services.devices`)."""
+    router = APIRouter(responses=problem_responses(401, 500))
+    rules = list(swap_rules)
+
+    @router.get(
+        "/devices",
+        response_model=m.DevicePage,
+        summary="Sending devices: what they sent, how often flagged, proposed swap rules",
+    )
+    def devices() -> Any:
+        with sessions() as session:
+            return {"items": list_devices(session, rules)}
 
     return router

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from scp.models.base import IsoDateTime, ResponseModel, SeriesState, Verdict, dump, dump_list
 from scp.models.check import CheckReport
+from scp.models.devices import CodeShare, Device, DevicePage, SwapRuleProposal
 from scp.models.findings import Action, CountedFinding, Finding
 from scp.models.forwarding import (
     DestinationStatus,
@@ -28,8 +29,11 @@ __all__ = [
     "Action",
     "CheckReport",
     "CheckedInstance",
+    "CodeShare",
     "CountedFinding",
     "DestinationStatus",
+    "Device",
+    "DevicePage",
     "Finding",
     "ForwardJob",
     "ForwardJobPage",
@@ -51,6 +55,7 @@ __all__ = [
     "SliceSpacing",
     "Stack",
     "Study",
+    "SwapRuleProposal",
     "Verdict",
     "dump",
     "dump_list",

@@ -301,7 +301,7 @@ class Ingestor:
                 "study_time": _text(h, "StudyTime", 32),
                 "study_description": _text(h, "StudyDescription"),
             },
-            series=series_fields(h),
+            series={**series_fields(h), "software_versions": _text(h, "SoftwareVersions")},
             instance={
                 "instance_number": _text(h, "InstanceNumber", 12),
                 "number_of_frames": _int(h, "NumberOfFrames"),

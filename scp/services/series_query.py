@@ -47,9 +47,11 @@ class IndexQueries:
         state: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        where: Sequence[Any] = (),
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of SERIES, newest first, and the next page's cursor; ``ValueError`` for
-        an unknown ``state`` or a cursor this API did not issue."""
+        an unknown ``state`` or a cursor this API did not issue. ``where``: more conditions
+        on the series row (:func:`storage.dashboard.series_conditions`)."""
         after = at_or_before = None
         if state:
             if state not in STATES:
@@ -68,6 +70,7 @@ class IndexQueries:
             received_at_or_before=at_or_before,
             limit=limit,
             cursor=cursor,
+            where=where,
         )
         return self.series_dicts(session, page), next_cursor
 

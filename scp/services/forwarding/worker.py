@@ -47,7 +47,7 @@ from scp.services.forwarding.sender import (
     AssociationSettings,
     StoreAssociation,
 )
-from storage import outbox
+from storage import destinations, outbox
 from storage.db import write_session
 from storage.filestore import FileStore
 from storage.models import Instance
@@ -140,6 +140,8 @@ class DestinationWorker:
         self._circuit_until = 0.0
         self._held: set[int] = set()
         self._renew_at = 0.0
+        #: The destination was paused by an operator at the last look (``run_once``).
+        self.paused = False
 
     # -- control ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -196,21 +198,15 @@ class DestinationWorker:
         except Exception:
             log.debug("next_due failed", exc_info=True)
             due = None
-        if due is not None:
+        if due is not None and not self.paused:  # paused: look again after poll_s, or a wake
             until = (due - datetime.now(UTC)).total_seconds()
             timeout = min(timeout, max(0.02, until + 0.01))
         self.wake_event.wait(timeout)
 
     def run_once(self) -> bool:
-        """Claim one batch and send it; ``False`` when nothing was due."""
-        with write_session(self.sessions) as session:
-            jobs = outbox.claim(
-                session,
-                self.dest.name,
-                self.node_id,
-                limit=self.settings.batch_size,
-                lease_s=self.settings.lease_s,
-            )
+        """Claim one batch and send it; ``False`` when nothing was due or the destination
+        is paused by an operator (:mod:`storage.destinations`)."""
+        jobs = self._claim()
         if not jobs:
             return False
         self._held = {j.id for j in jobs}
@@ -223,6 +219,21 @@ class DestinationWorker:
         finally:
             self._release_held()
         return True
+
+    def _claim(self) -> list[outbox.ClaimedJob]:
+        """A batch of due jobs; none while the destination is paused by an operator
+        (:mod:`storage.destinations`), checked before every claim."""
+        with write_session(self.sessions) as session:
+            self.paused = destinations.is_paused(session, self.dest.name)
+            if self.paused:
+                return []
+            return outbox.claim(
+                session,
+                self.dest.name,
+                self.node_id,
+                limit=self.settings.batch_size,
+                lease_s=self.settings.lease_s,
+            )
 
     # -- settling jobs ---------------------------------------------------------------------
     def _release_held(self) -> None:
@@ -313,14 +324,7 @@ class DestinationWorker:
         without new jobs the association is released."""
         while not self._stop.is_set() and assoc.is_established:
             self.wake_event.clear()
-            with write_session(self.sessions) as session:
-                jobs = outbox.claim(
-                    session,
-                    self.dest.name,
-                    self.node_id,
-                    limit=self.settings.batch_size,
-                    lease_s=self.settings.lease_s,
-                )
+            jobs = self._claim()
             if not jobs:
                 if self.wake_event.wait(LINGER_S):
                     continue
