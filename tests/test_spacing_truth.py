@@ -378,3 +378,29 @@ def test_nm_series_summary_over_the_network(quiet_node: Any, tmp_path: Path) -> 
     [offline] = _check_json(src)["series"]
     for key in ("slice_thickness_mm", "spacing_between_slices_mm", "slice_spacing", "stacks"):
         assert offline[key] == online[key], key
+
+
+def test_migration_0003_fills_the_decimals_of_indexed_rows(node: Any, tmp_path: Path) -> None:
+    from alembic import command
+    from sqlalchemy import select
+
+    from storage.db import alembic_config
+    from storage.models import Instance
+
+    _, files = _series_files(tmp_path / "in", "0.976562", "0.9765625")
+    send_files(node.port, files)
+    engine = node.sessions.kw["bind"]
+    with node.sessions() as s:
+        before = sorted(
+            (i.pixel_spacing_row_decimals, i.pixel_spacing_column_decimals)
+            for i in s.scalars(select(Instance))
+        )
+    assert before == [(6, 6), (7, 7), (7, 7)]
+    command.downgrade(alembic_config(engine), "0002")
+    command.upgrade(alembic_config(engine), "0003")
+    with node.sessions() as s:
+        after = sorted(
+            (i.pixel_spacing_row_decimals, i.pixel_spacing_column_decimals)
+            for i in s.scalars(select(Instance))
+        )
+    assert after == before
