@@ -11,8 +11,6 @@ rounds of unique SOP Instance UIDs and each round is compared before a later rou
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -39,10 +37,15 @@ from tests.pipeline_builders import (
     us_region,
 )
 from tests.test_series_api import get
+from tests.test_spacing_truth import check_json
 from tests.test_store import _storage_corpus
 
 ROOT = "1.2.826.0.1.3680043.8.498.13"
 OVERLONG = "0.9765625000000001\\0.9765625000000001"
+
+#: SID 660 mm, SOD 600 mm: ERMF 1.1 (rule 13)
+EMRF = "EstimatedRadiographicMagnificationFactor"
+MG_ERMF = {EMRF: "1.1", "DistanceSourceToDetector": "660", "DistanceSourceToPatient": "600"}
 
 #: The rulebook's generated cases ("Made by the tests"), one instance each.
 CASES: dict[str, dict[str, Any]] = {
@@ -69,19 +72,9 @@ CASES: dict[str, dict[str, Any]] = {
         PixelSpacing="0.14\\0.14", PixelSpacingCalibrationType="FIDUCIAL"
     ),
     "cr_zero": dx(SOPClassUID=CR_IMAGE_STORAGE, Modality="CR", PixelSpacing="0.000\\0.000"),
-    "mg_ermf_consistent": dx(
-        SOPClassUID=MG_IMAGE_STORAGE,
-        Modality="MG",
-        EstimatedRadiographicMagnificationFactor="1.1",
-        DistanceSourceToDetector="660",
-        DistanceSourceToPatient="600",
-    ),
+    "mg_ermf_consistent": dx(SOPClassUID=MG_IMAGE_STORAGE, Modality="MG", **MG_ERMF),
     "mg_ermf_inconsistent": dx(
-        SOPClassUID=MG_IMAGE_STORAGE,
-        Modality="MG",
-        EstimatedRadiographicMagnificationFactor="1.3",
-        DistanceSourceToDetector="660",
-        DistanceSourceToPatient="600",
+        SOPClassUID=MG_IMAGE_STORAGE, Modality="MG", **{**MG_ERMF, EMRF: "1.3"}
     ),
     "us_regions_differ": us([us_region(0.01, 0.01), us_region(0.02, 0.02)]),
     "us_one_region": us([us_region(0.01, 0.01)]),
@@ -158,17 +151,6 @@ def _rounds(files: list[Path]) -> list[list[tuple[Path, str, str]]]:
     return rounds
 
 
-def _check(paths: list[Path]) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "scp", "check", "--json", *map(str, paths)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode in (0, 1), out.stderr  # 1: some instance is invalid
-    return json.loads(out.stdout)  # type: ignore[no-any-return]
-
-
 _INSTANCE_KEYS = ("verdict", "findings", "actions", "pixel_spacing", "received_pixel_spacing")
 _SERIES_KEYS = (
     "pixel_spacing",
@@ -207,7 +189,7 @@ def test_node_and_check_agree_on_every_file(
                 hex(res.status or 0),
                 res.comment,
             )
-        offline = _check(paths)
+        offline = check_json(*paths)
         by_path = {Path(item["path"]): item for item in offline["instances"]}
         for path, sop, _ in rnd:
             code, online = get(node, f"/instances/{sop}")
