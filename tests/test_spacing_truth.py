@@ -405,3 +405,13 @@ def test_migration_0003_fills_the_decimals_of_indexed_rows(node: Any, tmp_path: 
             for i in s.scalars(select(Instance))
         )
     assert after == before
+
+
+def test_pixel_aspect_ratio_with_a_wrong_vr(tmp_path: Path) -> None:
+    ds = ct_dataset(modality="MR", sop_class=MRImageStorage)
+    set_raw(ds, 0x00280034, "LO", b"1\\1")
+    [item] = check_json(write(ds, tmp_path / "par.dcm"))["instances"]
+    [finding] = [f for f in item["findings"] if f["code"] == "SPACING_VR_WRONG"]
+    assert "VR LO, not IS" in finding["message"] and finding["tag"] == "(0028,0034)"
+    [action] = [a for a in item["actions"] if a["code"] == "SPACING_VR_WRONG"]
+    assert action["attribute"] == "PixelAspectRatio" and action["new"] == "1\\1"
