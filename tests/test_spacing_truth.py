@@ -152,12 +152,13 @@ def test_index_consensus_merges_groups_that_agree() -> None:
 # ------------------------------------------------------------------ over the network
 
 
-def _check_json(*paths: Path) -> dict[str, Any]:
+def check_json(*paths: Path) -> dict[str, Any]:
+    """``spacing-scp check --json`` on ``paths``, parsed (exit 0, or 1 for an invalid one)."""
     out = subprocess.run(
         [sys.executable, "-m", "scp", "check", "--json", *map(str, paths)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     assert out.returncode in (0, 1), out.stderr  # 1: an instance is invalid
     return json.loads(out.stdout)  # type: ignore[no-any-return]
@@ -191,7 +192,7 @@ def test_mixed_precision_series_end_to_end(quiet_node: Any, tmp_path: Path) -> N
     [answer] = result.identifiers
     assert [str(v) for v in answer.PixelSpacing] == ["0.9765625", "0.9765625"]
 
-    [offline] = _check_json(tmp_path / "in")["series"]
+    [offline] = check_json(tmp_path / "in")["series"]
     for key in ("pixel_spacing", "slice_spacing", "findings", "stacks"):
         assert offline[key] == online[key], key
 
@@ -248,7 +249,7 @@ def test_overlong_ds_is_reformatted_in_every_transfer_syntax(
     assert nonconforming.NonconformingDataElementValue.rstrip(b" ") == OVERLONG.encode()
 
     online = _instance_row(node, ds.SOPInstanceUID)
-    [offline] = _check_json(src)["instances"]
+    [offline] = check_json(src)["instances"]
     _same_verdict(online, offline)
     assert online["verdict"] == "corrected"
     assert [f["code"] for f in online["findings"]].count("PIXEL_SPACING_REFORMATTED") == 1
@@ -296,7 +297,7 @@ def _mr_with_vr(vr: str, value: bytes = b"2.5000\\2.5000") -> Dataset:
 @pytest.mark.parametrize("vr", ["UT", "LO", "SH", "ST", "LT", "CS"])
 def test_wrong_vr_is_reported_and_coerced(tmp_path: Path, vr: str) -> None:
     src = write(_mr_with_vr(vr), tmp_path / "mr.dcm")
-    [item] = _check_json(src)["instances"]
+    [item] = check_json(src)["instances"]
     [finding] = [f for f in item["findings"] if f["code"] == "SPACING_VR_WRONG"]
     assert finding["severity"] == "warning" and f"VR {vr}" in finding["message"]
     assert "DS" in finding["message"] and finding["tag"] == "(0028,0030)"
@@ -307,7 +308,7 @@ def test_wrong_vr_is_reported_and_coerced(tmp_path: Path, vr: str) -> None:
 
 def test_wrong_vr_unclear_value_is_kept(tmp_path: Path) -> None:
     src = write(_mr_with_vr("LO", b"2.5mm\\2.5mm"), tmp_path / "mr.dcm")
-    [item] = _check_json(src)["instances"]
+    [item] = check_json(src)["instances"]
     assert "SPACING_VR_WRONG" in _codes(item["findings"])
     assert not [a for a in item["actions"] if a["code"] == "SPACING_VR_WRONG"]
 
@@ -325,7 +326,7 @@ def test_wrong_vr_over_the_network(node: Any, tmp_path: Path) -> None:
     assert nonconforming.SelectorAttribute == PS_TAG
     assert nonconforming.NonconformingDataElementValue == b"2.5000\\2.5000 "[:14]
     online = _instance_row(node, ds.SOPInstanceUID)
-    [offline] = _check_json(src)["instances"]
+    [offline] = check_json(src)["instances"]
     _same_verdict(online, offline)
     assert "SPACING_VR_WRONG" in _codes(online["findings"])
 
@@ -375,6 +376,42 @@ def test_nm_series_summary_over_the_network(quiet_node: Any, tmp_path: Path) -> 
     assert code == 200, online
     assert online["slice_thickness_mm"] == 4.41806
     assert online["spacing_between_slices_mm"] == 4.41806
-    [offline] = _check_json(src)["series"]
+    [offline] = check_json(src)["series"]
     for key in ("slice_thickness_mm", "spacing_between_slices_mm", "slice_spacing", "stacks"):
         assert offline[key] == online[key], key
+
+
+def test_migration_0003_fills_the_decimals_of_indexed_rows(node: Any, tmp_path: Path) -> None:
+    from alembic import command
+    from sqlalchemy import select
+
+    from storage.db import alembic_config
+    from storage.models import Instance
+
+    _, files = _series_files(tmp_path / "in", "0.976562", "0.9765625")
+    send_files(node.port, files)
+    engine = node.sessions.kw["bind"]
+    with node.sessions() as s:
+        before = sorted(
+            (i.pixel_spacing_row_decimals, i.pixel_spacing_column_decimals)
+            for i in s.scalars(select(Instance))
+        )
+    assert before == [(6, 6), (7, 7), (7, 7)]
+    command.downgrade(alembic_config(engine), "0002")
+    command.upgrade(alembic_config(engine), "0003")
+    with node.sessions() as s:
+        after = sorted(
+            (i.pixel_spacing_row_decimals, i.pixel_spacing_column_decimals)
+            for i in s.scalars(select(Instance))
+        )
+    assert after == before
+
+
+def test_pixel_aspect_ratio_with_a_wrong_vr(tmp_path: Path) -> None:
+    ds = ct_dataset(modality="MR", sop_class=MRImageStorage)
+    set_raw(ds, 0x00280034, "LO", b"1\\1")
+    [item] = check_json(write(ds, tmp_path / "par.dcm"))["instances"]
+    [finding] = [f for f in item["findings"] if f["code"] == "SPACING_VR_WRONG"]
+    assert "VR LO, not IS" in finding["message"] and finding["tag"] == "(0028,0034)"
+    [action] = [a for a in item["actions"] if a["code"] == "SPACING_VR_WRONG"]
+    assert action["attribute"] == "PixelAspectRatio" and action["new"] == "1\\1"

@@ -57,7 +57,7 @@ from .compare import (
 from .ds import NormalizedDS, normalize_ds
 from .labels import attribute_label, clip, tag_text
 from .messages import describe_path
-from .model import Edit, Finding, InstanceContext, ModificationReason, Severity
+from .model import Edit, ElementPath, Finding, InstanceContext, ModificationReason, Severity
 from .policy import SWAPPABLE_ATTRIBUTES, SpacingPolicy, SwapRule
 from .raw import DSAttr
 from .report import SpacingReport
@@ -179,10 +179,11 @@ def _normalization(
 def _vr_coercions(
     report: SpacingReport, comma: bool, current: dict[tuple[str | int, ...], str]
 ) -> tuple[list[Edit], list[Finding]]:
-    """Rule 33: DS elements written with another VR; coerced to DS when the number is clear
-    (a normalization edit of the same element already rewrites it as DS)."""
+    """Rule 33: spacing elements written with another VR than PS3.6's (DS; IS for Pixel
+    Aspect Ratio); coerced to that VR when the number is clear (a normalization edit of
+    the same element already rewrites it with its VR)."""
     edits: list[Edit] = []
-    groups: dict[tuple[str, str, bool], list[DSAttr]] = {}
+    groups: dict[tuple[str, str, bool], list[ElementPath]] = {}
     for attr in report.ds_attributes():
         if attr.vr is None or attr.vr == "DS":
             continue
@@ -192,33 +193,38 @@ def _vr_coercions(
             assert norm.text is not None
             edits.append(_edit("SPACING_VR_WRONG", "COERCE", attr, attr.raw, norm.text))
             current[attr.path] = norm.text
-        groups.setdefault((attr.keyword, attr.vr, clear), []).append(attr)
-    findings = []
-    for (keyword, vr, clear), members in groups.items():
-        attr = members[0]
-        frames = [
-            a.path[1]
-            for a in members
-            if a.path[0] == "PerFrameFunctionalGroupsSequence" and isinstance(a.path[1], int)
-        ]
-        outcome = (
-            "the number was read leniently and the element coerced to DS (original in "
-            "Nonconforming Modified Attributes Sequence (0400,0551))"
-            if clear
-            else "the value is not a clear number: kept as received"
+        groups.setdefault((attr.keyword, attr.vr, clear), []).append(attr.path)
+    par_vr, par = report.pixel_aspect_ratio_vr, report.pixel_aspect_ratio
+    if par_vr not in (None, "IS") and par is not None:
+        values = report.pixel_aspect_ratio_values
+        if values is not None:
+            new = f"{values[0]}\\{values[1]}"
+            edits.append(Edit("SPACING_VR_WRONG", "COERCE", ("PixelAspectRatio",), par, new))
+        groups.setdefault(("PixelAspectRatio", str(par_vr), values is not None), []).append(
+            ("PixelAspectRatio",)
         )
-        findings.append(
-            _finding(
-                "SPACING_VR_WRONG",
-                Severity.WARNING,
-                "33",
-                keyword,
-                f"{attribute_label(keyword)}{describe_path(attr.path, frames or None)} "
-                f"'{clip(attr.raw)}' is written with VR {vr}, not DS as PS3.6 defines it; "
-                f"{outcome} (rule 33)",
-            )
-        )
-    return edits, findings
+    return edits, [_vr_finding(*key, paths) for key, paths in groups.items()]
+
+
+def _vr_finding(keyword: str, vr: str, clear: bool, paths: list[ElementPath]) -> Finding:
+    expected = "IS" if keyword == "PixelAspectRatio" else "DS"
+    frames = [
+        p[1] for p in paths if p[0] == "PerFrameFunctionalGroupsSequence" and isinstance(p[1], int)
+    ]
+    outcome = (
+        f"the number was read leniently and the element coerced to {expected} (original in "
+        "Nonconforming Modified Attributes Sequence (0400,0551))"
+        if clear
+        else "the value is not a clear number: kept as received"
+    )
+    return _finding(
+        "SPACING_VR_WRONG",
+        Severity.WARNING,
+        "33",
+        keyword,
+        f"{attribute_label(keyword)}{describe_path(paths[0], frames or None)} is written with "
+        f"VR {vr}, not {expected} as PS3.6 defines it; {outcome} (rule 33)",
+    )
 
 
 def _vm_conforms(keyword: str, norm: NormalizedDS) -> bool:

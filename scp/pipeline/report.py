@@ -40,7 +40,7 @@ from pydicom.dataset import Dataset
 
 from .groups import FunctionalGroup, PixelMeasures, functional_groups
 from .model import Edit, ElementPath
-from .raw import DSAttr, ds_attr, first_int, int_text, raw_text, sequence_items
+from .raw import DSAttr, ds_attr, first_int, int_text, raw_text, sequence_items, written_vr
 from .regions import UltrasoundRegion, read_region
 
 __all__ = ["SpacingReport", "gather"]
@@ -82,6 +82,7 @@ class SpacingReport:
     distance_source_to_detector: DSAttr | None = None  # SID (0018,1110)
     distance_source_to_patient: DSAttr | None = None  # SOD (0018,1111)
     pixel_aspect_ratio: str | None = None  # IS (0028,0034), raw text
+    pixel_aspect_ratio_vr: str | None = None  # its VR as written (explicit VR), rule 33
     ultrasound_regions: tuple[UltrasoundRegion, ...] | None = None  # None: no sequence
     shared_groups: tuple[FunctionalGroup, ...] = ()
     per_frame_groups: tuple[FunctionalGroup, ...] = ()
@@ -285,6 +286,7 @@ def gather(ds: Dataset) -> SpacingReport:
         distance_source_to_detector=ds_attr(ds, "DistanceSourceToDetector"),
         distance_source_to_patient=ds_attr(ds, "DistanceSourceToPatient"),
         pixel_aspect_ratio=_clean(raw_text(ds, "PixelAspectRatio")),
+        pixel_aspect_ratio_vr=written_vr(ds, 0x00280034),
         ultrasound_regions=(
             None
             if regions_items is None

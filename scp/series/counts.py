@@ -7,10 +7,9 @@ counts never go negative and never hold a zero.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["bump", "most_common", "value_key"]
+__all__ = ["bump", "value_key"]
 
 
 def bump(counts: dict[Any, int], key: Any, delta: int) -> None:
@@ -31,10 +30,3 @@ def bump(counts: dict[Any, int], key: Any, delta: int) -> None:
 def value_key(value: float) -> float:
     """A length in mm as a count key: rounded to 1e-6 mm."""
     return round(float(value), 6)
-
-
-def most_common(counts: Mapping[Any, int]) -> Any:
-    """Most common key; ties broken by the smallest key (deterministic). ``None`` if empty."""
-    if not counts:
-        return None
-    return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]

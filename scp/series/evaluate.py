@@ -29,6 +29,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from scp.pipeline.compare import agree
 from scp.pipeline.model import Severity
 from scp.series.codes import (
     SLICE_DUPLICATE_POSITION,
@@ -290,7 +291,8 @@ def evaluate_stack(
         )
     if spacing_between_slices is not None and spacing_between_slices != 0 and not sbs_negative:
         sbs = abs(spacing_between_slices)
-        if abs(sbs - z) > tol:
+        # rule 31's comparison, with rule 25's tolerance (tol mm) as its relative tolerance
+        if not agree(sbs, z, tol / max(sbs, z)):
             findings.append(
                 counted_finding(
                     SPACING_BETWEEN_SLICES_MISMATCH,

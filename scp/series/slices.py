@@ -134,25 +134,12 @@ def slices_from_dataset(ds: Any) -> list[SliceGeometry]:
     sop = str(ds.get("SOPInstanceUID", "") or "")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if not per_frame:
-        iop = _floats(ds.get("ImageOrientationPatient"), 6)
-        ipp = _floats(ds.get("ImagePositionPatient"), 3)
-        if iop is None or ipp is None:
-            return _detector_slices(ds, for_uid, rows, columns, modality, sop)
-        ps = _floats(ds.get("PixelSpacing"), 2)
-        return [
-            SliceGeometry(
-                frame_of_reference_uid=for_uid,
-                rows=rows,
-                columns=columns,
-                iop=iop,
-                ipp=ipp,
-                pixel_spacing=(ps[0], ps[1]) if ps else None,
-                slice_thickness=_float(ds.get("SliceThickness")),
-                spacing_between_slices=_float(ds.get("SpacingBetweenSlices")),
-                modality=modality,
-                sop_instance_uid=sop,
-            )
-        ]
+        if "ImagePositionPatient" in ds or "ImageOrientationPatient" in ds:
+            return _plane_slices(ds, ds, for_uid, rows, columns, modality, sop, stacked=False)
+        detector = _item(ds, "DetectorInformationSequence")
+        if detector is None:
+            return []
+        return _plane_slices(ds, detector, for_uid, rows, columns, modality, sop, stacked=True)
     shared = _item(ds, "SharedFunctionalGroupsSequence")
 
     def group(frame: Any, sequence: str) -> Any:
@@ -195,26 +182,37 @@ def _cross(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, float, fl
     return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
 
 
-def _detector_slices(
-    ds: Any, for_uid: str, rows: int, columns: int, modality: str, sop: str
+def _along(ipp: tuple[float, ...], normal: tuple[float, ...], mm: float) -> tuple[float, ...]:
+    return tuple(p + mm * n for p, n in zip(ipp, normal, strict=True))
+
+
+def _plane_slices(
+    ds: Any,
+    plane: Any,
+    for_uid: str,
+    rows: int,
+    columns: int,
+    modality: str,
+    sop: str,
+    *,
+    stacked: bool,
 ) -> list[SliceGeometry]:
-    """Slices of an image whose IPP/IOP sit in Detector Information Sequence (0054,0022)
-    (NM, PS3.3 C.8.4.10): one per frame of a reconstructed volume (C.8.4.15), else one."""
-    detector = _item(ds, "DetectorInformationSequence")
-    if detector is None:
-        return []
-    iop = _floats(detector.get("ImageOrientationPatient"), 6)
-    ipp = _floats(detector.get("ImagePositionPatient"), 3)
+    """Slices of an image without functional groups, IPP/IOP read from ``plane``: the data
+    set itself (one slice), or its Detector Information Sequence (0054,0022) item (NM,
+    PS3.3 C.8.4.10; ``stacked``): one slice per frame of a reconstructed volume
+    (C.8.4.15), frame k at IPP + k x Spacing Between Slices along the normal."""
+    iop = _floats(plane.get("ImageOrientationPatient"), 6)
+    ipp = _floats(plane.get("ImagePositionPatient"), 3)
     if iop is None or ipp is None:
         return []
     sbs = _float(ds.get("SpacingBetweenSlices"))
-    try:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (TypeError, ValueError):
-        frames = 1
+    frames = 1
+    if stacked and sbs:
+        try:
+            frames = max(1, int(ds.get("NumberOfFrames", 1) or 1))
+        except (TypeError, ValueError):
+            frames = 1
     normal = _cross(iop[:3], iop[3:])
-    if not sbs or frames < 1:
-        frames = 1
     ps = _floats(ds.get("PixelSpacing"), 2)
     st = _float(ds.get("SliceThickness"))
     return [
@@ -223,7 +221,9 @@ def _detector_slices(
             rows=rows,
             columns=columns,
             iop=iop,
-            ipp=tuple(p + k * (sbs or 0.0) * n for p, n in zip(ipp, normal, strict=True)),
+            ipp=ipp
+            if k == 0
+            else tuple(p + k * (sbs or 0.0) * n for p, n in zip(ipp, normal, strict=True)),
             pixel_spacing=(ps[0], ps[1]) if ps else None,
             slice_thickness=st,
             spacing_between_slices=sbs,

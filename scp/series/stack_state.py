@@ -24,9 +24,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from scp.pipeline.compare import group_values
 from scp.pipeline.model import Severity
 from scp.series.codes import GEOMETRY_INVALID, SPACING_BETWEEN_SLICES_NEGATIVE, TAG_IOP
-from scp.series.counts import bump, most_common, value_key
+from scp.series.counts import bump, value_key
 from scp.series.evaluate import evaluate_stack
 from scp.series.gaps import GapStats
 from scp.series.reports import StackSummary, counted_finding
@@ -36,6 +37,15 @@ from scp.series.tolerance import DEFAULT_TOLERANCE, Tolerance
 from scp.series.vectors import Vec3, iop_valid, ipp_problem, position_um, project, slice_normal
 
 __all__ = ["StackState"]
+
+
+def _declared(counts: Mapping[float, int]) -> float | None:
+    """The declared value of most slices, values that agree (rule 31) counted as one: the
+    most common value of the largest group (ties: the smallest). ``None`` if none."""
+    if not counts:
+        return None
+    [keys, _], *_ = group_values(counts.items(), {k: (k,) for k in counts})
+    return min(keys, key=lambda k: (-counts[k], k))
 
 
 @dataclass
@@ -146,8 +156,8 @@ class StackState:
         self, receiving: bool = False, tolerance: Tolerance = DEFAULT_TOLERANCE
     ) -> StackSummary:
         """Rules 22-30 for this stack."""
-        sbs = most_common(self.sbs)
-        st = most_common(self.st)
+        sbs = _declared(self.sbs)
+        st = _declared(self.st)
         result = evaluate_stack(
             self.stats,
             normal=self.normal,
