@@ -25,6 +25,7 @@ from scp.net.handlers import Handlers
 from scp.net.policy import AssociationPolicy
 from scp.net.scu import StorageSCU
 from scp.net.server import GuardedAssociationServer, start_listener, transport_bindings
+from scp.services.dicomweb import DicomWeb, QidoService, StowService, WadoService
 from scp.services.find import FindService
 from scp.services.forwarding import Forwarder
 from scp.services.ingest import Ingestor
@@ -76,6 +77,14 @@ class Node:
             max_results=cfg.query.max_results,
             match_unknown=cfg.query.match_unknown,
         )
+        self.dicomweb = DicomWeb(
+            qido=QidoService(self.handlers.find, self.sessions),
+            wado=WadoService(self.sessions, self.store),
+            stow=StowService(self.ingestor),
+            tmp_dir=self.store.tmp,
+            max_part_bytes=cfg.node.max_instance_bytes,
+            max_results=cfg.query.max_results,
+        )
         self.api: ApiServer | None = None
         self.ae: AE | None = None
         self.server: GuardedAssociationServer | None = None
@@ -117,6 +126,7 @@ class Node:
                 token=self.cfg.http.token,
                 gauges=self.forwarder.gauges,
                 destinations=[d.name for d in self.cfg.destinations],
+                dicomweb=self.dicomweb,
             )
             self.api = ApiServer(app, self.cfg.http.host, self.cfg.http.port)
             self.api.start()

@@ -7,11 +7,13 @@ from collections.abc import Callable, Sequence
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
+from scp.api.dicomweb import dicomweb_router
 from scp.api.forwarding import forwarding_router
 from scp.api.guard import Guard
 from scp.api.openapi import DESCRIPTION, TITLE, openapi_document
 from scp.api.problems import install_problem_handlers
 from scp.api.routes import health_router, index_router
+from scp.services.dicomweb import DicomWeb
 from scp.services.series_query import IndexQueries
 
 
@@ -23,12 +25,14 @@ def build_app(
     token: str = "",
     gauges: Callable[[], dict[str, float]] | None = None,
     destinations: Sequence[str] = (),
+    dicomweb: DicomWeb | None = None,
 ) -> FastAPI:
     """The read-only API over the index of ``sessions``.
 
     ``token``: the bearer token every path but ``/health`` requires (empty: none);
     ``gauges``: extra ``/metrics`` values (the forwarder's); ``destinations``: the
-    configured forwarding destinations, listed by ``/forwarding`` even while idle.
+    configured forwarding destinations, listed by ``/forwarding`` even while idle;
+    ``dicomweb``: the DICOMweb services served under ``/dicom-web`` (none: not served).
     ``/openapi.json`` is generated (:mod:`scp.api.openapi`); no docs UI is served.
     """
     app = FastAPI(
@@ -42,6 +46,8 @@ def build_app(
     app.include_router(health_router(sessions, ae_title))
     app.include_router(index_router(sessions, queries, gauges))
     app.include_router(forwarding_router(sessions, destinations))
+    if dicomweb is not None:
+        app.include_router(dicomweb_router(dicomweb))
     install_problem_handlers(app)
     app.add_middleware(Guard, token=token)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]

@@ -2,8 +2,9 @@
 
 A pure ASGI middleware around the FastAPI app (:func:`scp.api.app.build_app`):
 
-* the API is read-only: a method other than GET or HEAD is 405 (HEAD is answered as GET;
-  uvicorn leaves the body out);
+* the API is read-only but for STOW-RS: a method other than GET or HEAD is 405 (HEAD is
+  answered as GET; uvicorn leaves the body out), except POST on :data:`WRITE_PATHS`
+  (``/dicom-web/studies[/{study}]``, PS3.18 10.5);
 * a request target over :data:`MAX_TARGET_LENGTH` characters is 414;
 * with a token, every path but ``/health`` needs ``Authorization: Bearer TOKEN`` (401);
 * ``/series/`` is ``/series`` (no redirects);
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +28,8 @@ log = logging.getLogger("spacing_scp.http")
 MAX_TARGET_LENGTH = 4096
 #: Paths served without the bearer token (load balancers' health checks).
 OPEN_PATHS = frozenset({"/health"})
+#: Paths that take POST (STOW-RS, PS3.18 10.5.1).
+WRITE_PATHS = re.compile(r"^/dicom-web/studies(/[^/]+)?$")
 _HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="spacing-scp"'}
 
@@ -60,15 +64,21 @@ class Guard:
             await send(message)
 
         path = scope["path"].rstrip("/") or "/"
-        if scope["method"] not in ("GET", "HEAD"):
-            answer = problem(405, "the API is read-only", {"Allow": "GET, HEAD"})
+        method = scope["method"]
+        writable = bool(WRITE_PATHS.match(path))
+        if method not in ("GET", "HEAD") and not (method == "POST" and writable):
+            allow = "GET, HEAD, POST" if writable else "GET, HEAD"
+            answer = problem(405, "the API is read-only", {"Allow": allow})
         elif _target_length(scope) > MAX_TARGET_LENGTH:
             answer = problem(414, f"the request target is over {MAX_TARGET_LENGTH} characters")
         elif path not in OPEN_PATHS and not self._authorized(scope):
             answer = problem(401, "a valid bearer token is required", _CHALLENGE)
         else:
             try:
-                await self.app({**scope, "method": "GET", "path": path}, receive, send_with_headers)
+                method = "GET" if method == "HEAD" else method
+                await self.app(
+                    {**scope, "method": method, "path": path}, receive, send_with_headers
+                )
             except Exception:
                 log.exception("HTTP %s %s failed", scope["method"], scope["path"])
                 if not started:
