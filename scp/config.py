@@ -141,12 +141,27 @@ class QueryConfig:
 
 @dataclass
 class Destination:
-    """A forwarding destination (``[[destinations]]``)."""
+    """A forwarding destination (``[[destinations]]``).
+
+    ``type = "dimse"`` (the default): a Storage SCP at ``ae_title@host:port`` (C-STORE).
+    ``type = "stow-rs"``: a DICOMweb archive at ``url`` (its DICOMweb root, STOW-RS
+    ``POST {url}/studies``, PS3.18 10.5), with a bearer ``token`` or basic auth
+    (``username``/``password``) and TLS verification (``verify_tls``, ``ca_file``); one
+    instance per request, the requests of a batch (``[forwarding] batch_size``) over one
+    kept-alive connection.
+    """
 
     name: str
-    ae_title: str
-    host: str
-    port: int
+    ae_title: str = ""
+    host: str = ""
+    port: int = 0
+    type: Literal["dimse", "stow-rs"] = "dimse"
+    url: str = ""
+    token: str = ""
+    username: str = ""
+    password: str = ""
+    verify_tls: bool = True
+    ca_file: str = ""
     send: Literal["annotated", "original"] = "annotated"
     max_attempts: int = 20
     retry_initial_s: float = 5.0
@@ -219,7 +234,10 @@ class Config:
         out["storage"]["database_url"] = url
         out["swap_rules"] = [rule.name for rule in self.swap_rules]
         out["destinations"] = [
-            f"{d.name}={d.ae_title}@{d.host}:{d.port}" for d in self.destinations
+            f"{d.name}={d.url}"
+            if d.type == "stow-rs"
+            else f"{d.name}={d.ae_title}@{d.host}:{d.port}"
+            for d in self.destinations
         ]
         return out
 
@@ -364,16 +382,37 @@ def _destination(index: int, raw: Any) -> Destination:
         if key not in known:
             raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
         values[key] = _coerce(f"{where}.{key}", value, hints[key])
-    for required in ("name", "ae_title", "host", "port"):
+    stow = values.get("type") == "stow-rs"
+    for required in ("name", "url") if stow else ("name", "ae_title", "host", "port"):
         if required not in values:
             raise ConfigError(f"{where}.{required}: required")
+    if stow:
+        for dimse_only in ("ae_title", "host", "port", "calling_ae_title"):
+            if dimse_only in values:
+                raise ConfigError(
+                    f'{where}.{dimse_only}: not a key of a type = "stow-rs" destination'
+                )
+    else:
+        for stow_only in (
+            "url",
+            "token",
+            "username",
+            "password",
+            "verify_tls",
+            "ca_file",
+        ):
+            if stow_only in values:
+                raise ConfigError(f'{where}.{stow_only}: only for type = "stow-rs" destinations')
     dest = Destination(**values)
     if not dest.name.strip():
         raise ConfigError(f"{where}.name: must not be empty")
-    if not (1 <= len(dest.ae_title) <= 16) or "\\" in dest.ae_title:
-        raise ConfigError(f"{where}.ae_title: 1 to 16 characters, no backslash")
-    if not 1 <= dest.port <= 65535:
-        raise ConfigError(f"{where}.port: {dest.port} is not a TCP port")
+    if stow:
+        _check_stow(where, dest)
+    else:
+        if not (1 <= len(dest.ae_title) <= 16) or "\\" in dest.ae_title:
+            raise ConfigError(f"{where}.ae_title: 1 to 16 characters, no backslash")
+        if not 1 <= dest.port <= 65535:
+            raise ConfigError(f"{where}.port: {dest.port} is not a TCP port")
     if dest.max_attempts < 1:
         raise ConfigError(f"{where}.max_attempts: at least 1")
     if dest.retry_initial_s <= 0 or dest.retry_max_s < dest.retry_initial_s:
@@ -389,6 +428,16 @@ def _destination(index: int, raw: Any) -> Destination:
             if bad:
                 raise ConfigError(f"{where}.filter.worst_severity: {sorted(bad)[0]!r} unknown")
     return dest
+
+
+def _check_stow(where: str, dest: Destination) -> None:
+    """A ``type = "stow-rs"`` destination's own keys."""
+    if not dest.url.startswith(("http://", "https://")) or len(dest.url) < 10:
+        raise ConfigError(f"{where}.url: the archive's DICOMweb root, http(s)://host[:port]/path")
+    if dest.token and (dest.username or dest.password):
+        raise ConfigError(f"{where}.token: a bearer token or username/password, not both")
+    if bool(dest.username) != bool(dest.password):
+        raise ConfigError(f"{where}.username/password: both or neither")
 
 
 def _validate(cfg: Config) -> None:

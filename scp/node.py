@@ -25,6 +25,7 @@ from scp.net.handlers import Handlers
 from scp.net.policy import AssociationPolicy
 from scp.net.scu import StorageSCU
 from scp.net.server import GuardedAssociationServer, start_listener, transport_bindings
+from scp.net.stow_rs import StowRsSender
 from scp.services.dicomweb import DicomWeb, QidoService, StowService, WadoService
 from scp.services.find import FindService
 from scp.services.forwarding import Forwarder
@@ -65,7 +66,7 @@ class Node:
             max_instance_bytes=cfg.node.max_instance_bytes,
             tolerance=cfg.tolerance,
         )
-        self.forwarder = Forwarder(cfg, self.sessions, self.store, StorageSCU)
+        self.forwarder = Forwarder(cfg, self.sessions, self.store, StorageSCU, StowRsSender)
         if cfg.destinations:
             self.ingestor.on_indexed = self.forwarder.on_indexed
         self.handlers = Handlers(self.ingestor)

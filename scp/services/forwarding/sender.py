@@ -128,3 +128,30 @@ class AssociationOpener(Protocol):
 
 #: Makes the opener of one destination (:class:`scp.net.scu.StorageSCU`).
 OpenerFactory = Callable[[AssociationSettings], AssociationOpener]
+
+
+@dataclass(frozen=True)
+class StowSettings:
+    """Where and how to send to a ``type = "stow-rs"`` destination (PS3.18 10.5).
+
+    ``url``: the archive's DICOMweb root (requests go to ``{url}/studies``); ``token``: a
+    bearer token, or ``username``/``password`` for basic auth; ``verify_tls``/``ca_file``:
+    server certificate checking (``ca_file`` empty: the system's CAs). Timeouts in
+    seconds: TCP connect, and the response to each request.
+    """
+
+    url: str
+    token: str
+    username: str
+    password: str
+    verify_tls: bool
+    ca_file: str
+    connect_timeout_s: float
+    response_timeout_s: float
+    user_agent: str
+
+
+#: Makes the opener of one STOW-RS destination (:class:`scp.net.stow_rs.StowRsSender`):
+#: its "associations" are HTTP connections, each instance one STOW-RS request whose
+#: response maps to the status a C-STORE would have had.
+StowOpenerFactory = Callable[[StowSettings], AssociationOpener]
