@@ -13,12 +13,14 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pynetdicom import AE
 
 from scp import status
 from scp.pipeline.policy import SwapRule
-from tests.conftest import make_config, send_files
+from tests.conftest import PYDICOM_TEST_FILES, make_config, send_files
 from tests.dicom_factory import ct_dataset, new_uid, write
+from tests.series_builders import regular, write_series
 
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 
@@ -351,3 +353,67 @@ def test_wado_instances_metadata_frames(node: Any, tmp_path: Path) -> None:
     assert code == 400
     code, _, _ = raw_request(node, "GET", "/dicom-web/studies/1.2.3")
     assert code == 404
+
+
+@pytest.mark.parametrize(
+    ("name", "image_type"),
+    [("MR_small_RLE.dcm", "image/dicom-rle"), ("SC_rgb_jpeg_dcmtk.dcm", "image/jpeg")],
+)
+def test_wado_frames_of_encapsulated_pixel_data(node: Any, name: str, image_type: str) -> None:
+    src = PYDICOM_TEST_FILES / name
+    assert send_files(node.port, [src])[0].status in (0x0000, 0xB000)
+    ds = dcmread(src)
+    expected = list(
+        generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames", 1)))
+    )
+    web = client(node)
+    args = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, [1])
+    # in its own media type, or as application/octet-stream with transfer-syntax=*
+    assert web.retrieve_instance_frames(*args, media_types=(image_type,)) == expected[:1]
+    octet = web.retrieve_instance_frames(*args, media_types=(("application/octet-stream", "*"),))
+    assert octet == expected[:1]
+    # the default application/octet-stream means Explicit VR Little Endian: not transcoded
+    code, _, data = raw_request(
+        node,
+        "GET",
+        f"/dicom-web/studies/{args[0]}/series/{args[1]}/instances/{args[2]}/frames/1",
+        headers={"Accept": 'multipart/related; type="application/octet-stream"'},
+    )
+    assert code == 406 and "transcode" in json.loads(data)["detail"]
+    # the instance itself goes out in its stored transfer syntax
+    (got,) = web.retrieve_series(ds.StudyInstanceUID, ds.SeriesInstanceUID)
+    assert got.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+    assert got.PixelData == ds.PixelData
+
+
+def test_qido_thin_slice_series_without_missing_slices(node: Any, tmp_path: Path) -> None:
+    """The AI pipeline's question in one request: thin-slice CT series, no missing slice."""
+    positions = regular(12)
+    whole_uid, whole = write_series(tmp_path / "whole", positions)
+    del positions[5]
+    gap_uid, gapped = write_series(tmp_path / "gap", positions)
+    send_files(node.port, [*whole, *gapped])
+    web = client(node)
+    (missing,) = web.search_for_series(search_filters={"finding": "SLICE_MISSING"})
+    assert missing["0020000E"]["Value"] == [gap_uid]
+    assert "SLICE_MISSING" in missing["00091011"]["Value"]
+    thin = web.search_for_series(
+        search_filters={"spacing_between_slices_mm": "-1.25", "Modality": "CT"}
+    )
+    assert {s["0020000E"]["Value"][0] for s in thin} == {whole_uid, gap_uid}
+    code, _, data = raw_request(
+        node,
+        "GET",
+        "/dicom-web/series?Modality=CT&spacing_between_slices_mm=-1.25&finding=!SLICE_MISSING",
+    )
+    assert code == 200
+    assert [s["0020000E"]["Value"][0] for s in json.loads(data)] == [whole_uid]
+    # the measured spacing in the answer is what C-FIND says
+    (series_hit,) = [s for s in thin if s["0020000E"]["Value"][0] == whole_uid]
+    study = series_hit["0020000D"]["Value"][0]
+    (found,) = c_find(
+        node, "SERIES", StudyInstanceUID=study, SeriesInstanceUID=whole_uid, SpacingBetweenSlices=""
+    )
+    assert series_hit["00180088"]["Value"][0] == pytest.approx(float(found.SpacingBetweenSlices))
+    code, _, _ = raw_request(node, "GET", "/dicom-web/studies?verdict=ok")
+    assert code == 400

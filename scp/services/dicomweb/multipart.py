@@ -57,15 +57,15 @@ class MediaType:
         return cls(essence, params)
 
 
-def _split_params(text: str) -> list[str]:
-    """Split on ``;`` outside quoted strings."""
+def _split_params(text: str, separator: str = ";") -> list[str]:
+    """Split on ``separator`` outside quoted strings."""
     out: list[str] = []
     current: list[str] = []
     quoted = False
     for ch in text:
         if ch == '"':
             quoted = not quoted
-        if ch == ";" and not quoted:
+        if ch == separator and not quoted:
             out.append("".join(current))
             current = []
         else:
@@ -76,19 +76,7 @@ def _split_params(text: str) -> list[str]:
 
 def split_media_ranges(header: str) -> list[MediaType]:
     """An ``Accept`` header's media ranges (RFC 9110 12.5.1), commas inside quotes kept."""
-    ranges: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for ch in header:
-        if ch == '"':
-            quoted = not quoted
-        if ch == "," and not quoted:
-            ranges.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    ranges.append("".join(current))
-    return [MediaType.parse(r) for r in ranges if r.strip()]
+    return [MediaType.parse(r) for r in _split_params(header, ",") if r.strip()]
 
 
 @dataclass(frozen=True)

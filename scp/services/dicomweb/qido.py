@@ -23,7 +23,9 @@ the C-FIND rules (documented in docs/conformance.md):
 * ``pixel_spacing_mm=a-b`` and ``spacing_between_slices_mm=a-b`` (``-b``, ``a-``, or one
   number): ranges in mm, inclusive, on both Pixel Spacing values / the measured spacing;
 * ``verdict=warning`` (several comma-separated: any of), ``finding=SLICE_MISSING`` (the
-  series' finding codes; several: any of).
+  series' finding codes, and at instance level the instance's own; several: any of;
+  ``!CODE``: without that code);
+  these, ``PixelSpacing`` and ``pixel_spacing_mm`` are series and instance parameters.
 """
 
 from __future__ import annotations
@@ -121,6 +123,8 @@ class QidoQuery:
     spacing_between_slices_mm: Range | None = None
     verdicts: frozenset[str] = frozenset()
     findings: frozenset[str] = frozenset()
+    #: ``finding=!CODE``: codes that must be absent.
+    without: frozenset[str] = frozenset()
 
     @property
     def filtered(self) -> bool:
@@ -130,6 +134,7 @@ class QidoQuery:
             or self.spacing_between_slices_mm
             or self.verdicts
             or self.findings
+            or self.without
         )
 
 
@@ -228,7 +233,11 @@ def parse_query(
                 raise QidoError(f"verdict: {value!r}; one or more of {', '.join(sorted(VERDICTS))}")
             query.verdicts = frozenset(wanted)
         elif name == "finding":
-            query.findings = frozenset(v.strip() for v in value.split(",") if v.strip())
+            codes = [v.strip() for v in value.split(",") if v.strip()]
+            if not codes or any(not re.fullmatch(r"!?[A-Z0-9_]+", c) for c in codes):
+                raise QidoError(f"finding: {value!r}; finding codes, ! before one to exclude it")
+            query.findings = frozenset(c for c in codes if not c.startswith("!"))
+            query.without = frozenset(c[1:] for c in codes if c.startswith("!"))
         else:
             keyword = _keyword(name)
             if keyword == "PixelSpacing":
@@ -238,6 +247,11 @@ def parse_query(
             if keyword in values:
                 raise QidoError(f"{name}: given more than once")
             values[keyword] = value
+    if level == "STUDY" and query.filtered:
+        raise QidoError(
+            "PixelSpacing, pixel_spacing_mm, spacing_between_slices_mm, verdict and finding "
+            "are series or instance search parameters (/series, /instances)"
+        )
     if query.spacing_between_slices_mm is not None:
         if level != "SERIES":
             raise QidoError("spacing_between_slices_mm: a series search parameter (/series)")
@@ -302,7 +316,7 @@ class QidoService:
         private = self._private(query.level, [h for h, _ in batch])
         for hit, ds in batch:
             verdict, codes = private.get(id(hit), ("ok", []))
-            if not _passes(query, hit, ds, verdict):
+            if not _passes(query, hit, ds, verdict, codes):
                 continue
             if skipped < query.offset:
                 skipped += 1
@@ -374,7 +388,7 @@ def _floats(value: Any) -> list[float] | None:
         return None
 
 
-def _passes(query: QidoQuery, hit: Hit, ds: Dataset, verdict: str) -> bool:
+def _passes(query: QidoQuery, hit: Hit, ds: Dataset, verdict: str, codes: list[str]) -> bool:
     if not query.filtered:
         return True
     if query.pixel_spacing or query.pixel_spacing_mm:
@@ -393,10 +407,14 @@ def _passes(query: QidoQuery, hit: Hit, ds: Dataset, verdict: str) -> bool:
             return False
     if query.verdicts and verdict not in query.verdicts:
         return False
-    if query.findings:
+    if query.findings or query.without:
         series = hit.series
-        codes = set((series.finding_codes or "").split(",")) if series is not None else set()
-        if not codes & query.findings:
+        found = set(codes)  # the instance's own codes at IMAGE level, the series' at SERIES
+        if series is not None:
+            found.update((series.finding_codes or "").split(","))
+        if query.findings and not found & query.findings:
+            return False
+        if found & query.without:
             return False
     return True
 
