@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
 from pydicom import uid as pyuid
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
@@ -168,9 +167,9 @@ class WadoService:
         """Each instance's header in the DICOM JSON model (PS3.18 F.2), pixel data as a
         BulkDataURI; one file read at a time."""
         for inst in instances:
-            ds = dcmread(inst.path, stop_before_pixels=True, force=True)
+            received = read_received(inst.path)  # the header only, read once
+            ds = received.header
             out = _json(ds)
-            received = read_received(inst.path)
             if received.pixel_offset is not None:
                 vr = "OW" if _native(inst.transfer_syntax_uid) and _bits(ds) > 8 else "OB"
                 out["7FE00010"] = {
