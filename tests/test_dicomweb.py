@@ -353,6 +353,10 @@ def test_wado_instances_metadata_frames(node: Any, tmp_path: Path) -> None:
     assert code == 400
     code, _, _ = raw_request(node, "GET", "/dicom-web/studies/1.2.3")
     assert code == 404
+    xml = {"Accept": "application/dicom+xml"}
+    for path in (f"/dicom-web/studies/{study}/metadata", "/dicom-web/studies"):
+        code, _, _ = raw_request(node, "GET", path, headers=xml)
+        assert code == 406, path
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,7 @@ from scp.services.dicomweb.multipart import (
     PartWriter,
     multipart_stream,
     new_boundary,
+    split_media_ranges,
 )
 from scp.services.dicomweb.qido import QidoError, parse_query
 from scp.services.dicomweb.wado import NotAcceptable, StoredInstance
@@ -64,6 +65,19 @@ def dicom_json(
     return JSONResponse(body, status_code=status_code, media_type=DICOM_JSON, headers=headers)
 
 
+#: Media ranges a DICOM JSON answer satisfies (PS3.18 8.7.3.1: JSON is the node's only
+#: metadata and search representation; application/dicom+xml is not offered).
+JSON_RANGES = frozenset({DICOM_JSON, "application/json", "application/*", "*/*"})
+
+
+def json_not_acceptable(request: Request) -> Response | None:
+    """A 406 problem when the ``Accept`` header allows no DICOM JSON answer."""
+    ranges = split_media_ranges(request.headers.get("accept", ""))
+    if not ranges or any(r.essence in JSON_RANGES for r in ranges):
+        return None
+    return problem(406, "only application/dicom+json is served here (no application/dicom+xml)")
+
+
 def _multipart(parts: Iterator[OutPart], part_type: str) -> StreamingResponse:
     boundary = new_boundary()
     media = MediaType.parse(part_type).essence
@@ -87,6 +101,9 @@ def dicomweb_router(web: DicomWeb) -> APIRouter:
     def search(
         request: Request, level: Level, study: str | None = None, series: str | None = None
     ) -> Response:
+        refused = json_not_acceptable(request)
+        if refused is not None:
+            return refused
         try:
             query = parse_query(
                 level,
@@ -106,7 +123,7 @@ def dicomweb_router(web: DicomWeb) -> APIRouter:
         return dicom_json(items, headers=headers)
 
     qido: dict[str, Any] = {
-        "responses": {**json_ok, **problem_responses(400)},
+        "responses": {**json_ok, **problem_responses(400, 406)},
         "response_class": Response,
     }
 
@@ -147,6 +164,9 @@ def dicomweb_router(web: DicomWeb) -> APIRouter:
         return _multipart(web.wado.instance_parts(found, base_url(request)), part_type)
 
     def metadata(request: Request, found: list[StoredInstance]) -> Response:
+        refused = json_not_acceptable(request)
+        if refused is not None:
+            return refused
         return dicom_json(list(web.wado.metadata(found, base_url(request))))
 
     wado: dict[str, Any] = {
@@ -154,7 +174,7 @@ def dicomweb_router(web: DicomWeb) -> APIRouter:
         "response_class": Response,
     }
     meta: dict[str, Any] = {
-        "responses": {**json_ok, **problem_responses(404)},
+        "responses": {**json_ok, **problem_responses(404, 406)},
         "response_class": Response,
     }
 
