@@ -4,12 +4,17 @@ as the DIMSE destinations."""
 
 from __future__ import annotations
 
+import json
+import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+import trustme
 from pydicom import dcmread
 
 from scp.config import ConfigError, Destination, load_config
@@ -164,3 +169,56 @@ def test_stow_destination_configuration(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ConfigError, match=key):
             load(f'[[destinations]]\nname = "d"\n{bad}')
+
+
+class _Archive(BaseHTTPRequestHandler):
+    """A minimal STOW-RS origin server over TLS: records what it was sent."""
+
+    seen: ClassVar[list[tuple[str, str, int]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        body = self.rfile.read(length)
+        self.seen.append((self.path, self.headers.get("Authorization", ""), len(body)))
+        answer = json.dumps({"00081199": {"vr": "SQ", "Value": [{}]}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_tls_verification_and_basic_auth(node_factory: Callable[..., Any], tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Archive)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    url = f"https://127.0.0.1:{server.server_address[1]}/dw"
+    try:
+        cfg = make_config(tmp_path / "data", forwarding=FAST)
+        cfg.destinations = [
+            stow_dest(url, username="node", password="pw", ca_file=str(ca_file)),
+            Destination(
+                name="untrusted", type="stow-rs", url=url, max_attempts=1, retry_initial_s=0.1
+            ),
+        ]
+        node = node_factory(cfg)
+        [src] = series(tmp_path, 1)
+        send_files(node.port, [src])
+        assert wait_until(lambda: {j["state"] for j in jobs(node)} == {"done", "dead"}, timeout=20)
+        by_dest = {j["destination"]: j for j in jobs(node)}
+        assert by_dest["archive"]["state"] == "done"
+        assert "CERTIFICATE_VERIFY_FAILED" in by_dest["untrusted"]["last_error"]
+        [(path, auth, size)] = _Archive.seen
+        assert path == "/dw/studies" and auth.startswith("Basic ")
+        assert size > src.stat().st_size
+    finally:
+        server.shutdown()

@@ -68,7 +68,8 @@ class RejectedContext:
 @dataclass(frozen=True)
 class StoreResponse:
     """The C-STORE-RSP (PS3.7 9.3.1.2): Status (0000,0900), ``None`` when no response came
-    (DIMSE timeout, A-ABORT), and Error Comment (0000,0902), ``""`` when absent."""
+    (DIMSE timeout, A-ABORT), and Error Comment (0000,0902), ``""`` when absent (with no
+    response: why, when the sender knows, e.g. a TLS or connection error of STOW-RS)."""
 
     status: int | None
     error_comment: str = ""

@@ -390,7 +390,8 @@ class DestinationWorker:
             if code is None:
                 if self._stop.is_set():
                     return  # aborted by stop: released, no attempt counted
-                self._fail(job, "no C-STORE response (DIMSE timeout or association aborted)")
+                why = f": {rsp.error_comment}" if rsp.error_comment else ""  # (STOW-RS says)
+                self._fail(job, f"no C-STORE response (DIMSE timeout or association aborted){why}")
                 return
             if code in DONE_STATUSES:
                 self._done(job, code, (time.perf_counter() - started) * 1000)
