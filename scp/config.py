@@ -1,179 +1,190 @@
 """Configuration: embedded defaults, a TOML file, environment variables, options.
 
-Precedence (last wins): defaults < ``--config FILE`` < ``SPACING_SCP_<SECTION>_<KEY>``
-environment variables < command-line options.  Relative paths resolve against
-the configuration file's folder (the working directory when there is none),
-never against the package.  A wrong key or value raises :class:`ConfigError`
-naming the key.  ``config/spacing-scp.toml`` documents every key.
+Built with pydantic-settings: every section is a pydantic model that refuses unknown
+keys, and :class:`Config` is a ``BaseSettings`` whose sources are, last wins: embedded
+defaults < ``--config FILE`` (TOML) < ``SPACING_SCP_<SECTION>_<KEY>`` environment
+variables < command-line options. Every key has its variable: scalars as text, lists
+comma-separated or JSON, tables as JSON (``SPACING_SCP_SECURITY_CALLING_AE_HOSTS=
+'{"CT1": ["10.0.0.0/24"]}'``, ``SPACING_SCP_DESTINATIONS='[{"name": ...}]'``).
+Relative paths resolve against the configuration file's folder (the working directory
+when there is none), never against the package. A wrong key or value raises
+:class:`ConfigError`, one line naming the key (and the variable it came from).
+``config/spacing-scp.toml`` documents every key; ``docs/config.schema.json`` is the JSON
+schema (``python -m scp.config schema``).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import os
+import re
+import sys
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any
 
-from scp.pipeline.policy import SWAP_MATCH_KEYS, SWAPPABLE_ATTRIBUTES, SpacingPolicy, SwapRule
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+from pydantic_settings.sources.utils import parse_env_vars
+
+from scp.config_tables import (
+    _SWAP_RULE_SCHEMA,
+    ConfigError,
+    Destination,
+    ForwardingConfig,
+    HttpConfig,
+    LoggingConfig,
+    NodeConfig,
+    PolicyConfig,
+    QueryConfig,
+    SecurityConfig,
+    SeriesConfig,
+    StorageConfig,
+    TlsConfig,
+    _Section,
+    _swap_rule,
+)
+from scp.pipeline.policy import SpacingPolicy, SwapRule
 from scp.series import Tolerance
 
 ENV_PREFIX = "SPACING_SCP_"
 
 
-class ConfigError(ValueError):
-    """A configuration key or value is wrong; the message names the key."""
+#: (environment, TOML data) of the :func:`load_config` call building a :class:`Config`.
+_SOURCES: ContextVar[tuple[Mapping[str, str], dict[str, Any]]] = ContextVar(
+    "config_sources", default=({}, {})
+)
 
 
-@dataclass
-class NodeConfig:
-    ae_title: str = "SPACING_SCP"
-    host: str = "0.0.0.0"
-    port: int = 11112
-    #: Maximum PDU size the node offers to receive (PS3.8 D.1); 0 means unlimited.
-    max_pdu_size: int = 262144
-    acse_timeout: float = 30.0
-    dimse_timeout: float = 120.0
-    network_timeout: float = 120.0
-    max_associations: int = 32
-    #: Accept private and unknown SOP classes as storage (first proposed transfer syntax).
-    accept_unknown_sop_classes: bool = True
-    #: Largest instance accepted, in bytes; 0 means no limit.
-    max_instance_bytes: int = 0
-    #: Seconds running associations get to finish after SIGTERM/SIGINT.
-    shutdown_grace_s: float = 30.0
-    #: Receiving processes accepting from one listening socket; the first also serves
-    #: the HTTP API and the forwarding workers. 1: one process.
-    processes: int = 1
-    #: How associations wait for network input: "event" (select on the socket, see
-    #: scp/net/reactor.py) or "polling" (pynetdicom's stock 1 ms sleep loops).
-    reactor: Literal["event", "polling"] = "event"
+class _Environment(EnvSettingsSource):
+    """``SPACING_SCP_<SECTION>_<KEY>`` from the given mapping; lists also comma-separated."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, False, False, None)
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            annotation = getattr(field, "annotation", None)
+            if isinstance(value, str) and getattr(annotation, "__origin__", None) is list:
+                return [v.strip() for v in value.split(",") if v.strip()]
+            raise ValueError(f"{field_name.upper()}: {value!r} is not JSON") from None
 
 
-@dataclass
-class StorageConfig:
-    data_dir: str = "./spacing-data"
-    #: Empty: SQLite file ``index.sqlite3`` inside data_dir.
-    database_url: str = ""
-    #: Below this much free space (MiB) on the data directory C-STORE answers 0xA700.
-    min_free_mb: int = 512
+class _Toml(PydanticBaseSettingsSource):
+    """The ``--config`` file's tables, as read by :func:`load_config`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
 
 
-@dataclass
-class HttpConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    token: str = ""
-    enabled: bool = True
+class Config(BaseSettings):
+    """The node's configuration (``config/spacing-scp.toml`` documents every key)."""
 
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        case_sensitive=False,
+        extra="forbid",
+    )
 
-@dataclass
-class LoggingConfig:
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    node: NodeConfig = Field(default_factory=NodeConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    series: SeriesConfig = Field(default_factory=SeriesConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    query: QueryConfig = Field(default_factory=QueryConfig)
+    forwarding: ForwardingConfig = Field(default_factory=ForwardingConfig)
+    #: ``[[destinations]]``: where instances are forwarded.
+    destinations: list[Destination] = Field(default_factory=list)
+    #: ``[[swap_rules]]``: devices known to write Pixel Spacing reversed (rule 7).
+    swap_rules: list[SwapRule] = Field(
+        default_factory=list, json_schema_extra={"items": _SWAP_RULE_SCHEMA}
+    )
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _source: str = PrivateAttr(default="embedded defaults")
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        environ, toml = _SOURCES.get()
+        return (init_settings, _Environment(settings_cls, environ), _Toml(settings_cls, toml))
 
-@dataclass
-class PolicyConfig:
-    on_suspect_reversed: Literal["flag", "swap"] = "flag"
-    on_invalid_spacing: Literal["store", "reject"] = "store"
-    coercion_status: Literal["warning", "success"] = "warning"
-    annotate_private: bool = True
+    @field_validator("destinations", mode="before")
+    @classmethod
+    def _destination_tables(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError("use [[destinations]] tables")
+        return value
 
+    @field_validator("destinations", mode="after")
+    @classmethod
+    def _unique_names(cls, value: list[Destination]) -> list[Destination]:
+        names = [d.name for d in value]
+        if len(set(names)) != len(names):
+            raise ValueError("names must be unique")
+        return value
 
-@dataclass
-class SeriesConfig:
-    #: A series is ``receiving`` until no instance arrived for this long, then ``settled``.
-    quiet_seconds: float = 60.0
-    #: Rule 25: gaps within max(rel x median, abs_mm) of the median are uniform.
-    uniform_rel_tolerance: float = 0.01
-    uniform_abs_tolerance_mm: float = 0.01
+    @field_validator("swap_rules", mode="before")
+    @classmethod
+    def _swap_rules(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError("use [[swap_rules]] tables")
+        return [r if isinstance(r, SwapRule) else _swap_rule(i, r) for i, r in enumerate(value)]
 
+    # -- where it came from --------------------------------------------------------------
+    @property
+    def base_dir(self) -> Path:
+        """Folder relative paths resolve against."""
+        return self._base_dir
 
-@dataclass
-class SecurityConfig:
-    #: Calling AE titles allowed to associate; empty: anyone.
-    allowed_calling_ae_titles: list[str] = field(default_factory=list)
-    #: Reject associations addressed to another called AE title (A-ASSOCIATE-RJ, reason 7).
-    require_called_ae_title: bool = True
-    #: Optional host pinning: calling AE title -> list of allowed peer IP addresses/networks.
-    calling_ae_hosts: dict[str, list[str]] = field(default_factory=dict)
+    @base_dir.setter
+    def base_dir(self, value: Path) -> None:
+        self._base_dir = value
 
+    @property
+    def source(self) -> str:
+        return self._source
 
-@dataclass
-class TlsConfig:
-    enabled: bool = False
-    cert_file: str = ""
-    key_file: str = ""
-    ca_file: str = ""
-    require_client_cert: bool = False
-
-
-@dataclass
-class ForwardingConfig:
-    """How the forwarder (``scp.services.forwarding``) works through its outbox."""
-
-    #: Seconds a claimed job stays reserved for its worker; a job whose node died
-    #: mid-send is taken up again after this (longer than one C-STORE can take).
-    lease_s: float = 300.0
-    #: Seconds between outbox polls when nothing wakes a worker (jobs due for retry,
-    #: jobs queued by ``spacing-scp forward retry/requeue``).
-    poll_s: float = 2.0
-    #: Jobs sent per association at most.
-    batch_size: int = 50
-    #: Seconds to wait for the TCP connection to a destination.
-    connect_timeout_s: float = 10.0
-    #: Identity written to claimed jobs; empty: host name, process id and a random part.
-    node_id: str = ""
-
-
-@dataclass
-class QueryConfig:
-    """The C-FIND SCP (``scp.services.find``, PS3.4 C.4.1)."""
-
-    #: Most matches one C-FIND answers; past it the query ends with 0xA700 (Refused:
-    #: Out of Resources) after the first ``max_results`` pendings. 0 means no limit.
-    max_results: int = 10000
-    #: PS3.4 C.2.2.1.2: an entity whose key is empty (unknown) matches any value of it.
-    match_unknown: bool = True
-
-
-@dataclass
-class Destination:
-    """A forwarding destination (``[[destinations]]``)."""
-
-    name: str
-    ae_title: str
-    host: str
-    port: int
-    send: Literal["annotated", "original"] = "annotated"
-    max_attempts: int = 20
-    retry_initial_s: float = 5.0
-    retry_max_s: float = 600.0
-    #: All given keys must match: header keywords (Modality, ...), calling_ae_title,
-    #: finding_code, worst_severity; each a list of accepted values (globs allowed).
-    filter: dict[str, list[str]] = field(default_factory=dict)
-    calling_ae_title: str = ""  # AE title the node uses towards this destination
-
-
-@dataclass
-class Config:
-    node: NodeConfig = field(default_factory=NodeConfig)
-    storage: StorageConfig = field(default_factory=StorageConfig)
-    http: HttpConfig = field(default_factory=HttpConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    series: SeriesConfig = field(default_factory=SeriesConfig)
-    security: SecurityConfig = field(default_factory=SecurityConfig)
-    tls: TlsConfig = field(default_factory=TlsConfig)
-    query: QueryConfig = field(default_factory=QueryConfig)
-    forwarding: ForwardingConfig = field(default_factory=ForwardingConfig)
-    destinations: list[Destination] = field(default_factory=list)
-    swap_rules: list[SwapRule] = field(default_factory=list)
-    #: Folder relative paths resolve against.
-    base_dir: Path = field(default_factory=Path.cwd)
-    source: str = "embedded defaults"
+    @source.setter
+    def source(self, value: str) -> None:
+        self._source = value
 
     # -- derived -----------------------------------------------------------------------
     @property
@@ -207,7 +218,7 @@ class Config:
         """The effective configuration, secrets masked (logged at start)."""
         out: dict[str, Any] = {}
         for name in _SECTIONS:
-            section = dataclasses.asdict(getattr(self, name))
+            section = getattr(self, name).model_dump()
             if name == "http" and section.get("token"):
                 section["token"] = "***"
             out[name] = section
@@ -219,12 +230,15 @@ class Config:
         out["storage"]["database_url"] = url
         out["swap_rules"] = [rule.name for rule in self.swap_rules]
         out["destinations"] = [
-            f"{d.name}={d.ae_title}@{d.host}:{d.port}" for d in self.destinations
+            f"{d.name}={d.url}"
+            if d.type == "stow-rs"
+            else f"{d.name}={d.ae_title}@{d.host}:{d.port}"
+            for d in self.destinations
         ]
         return out
 
 
-_SECTIONS: dict[str, type] = {
+_SECTIONS: dict[str, type[_Section]] = {
     "node": NodeConfig,
     "storage": StorageConfig,
     "http": HttpConfig,
@@ -236,159 +250,6 @@ _SECTIONS: dict[str, type] = {
     "query": QueryConfig,
     "forwarding": ForwardingConfig,
 }
-
-
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """Check/convert ``value`` for a field annotated ``annotation``."""
-    origin = get_origin(annotation)
-    if origin is Literal:
-        allowed = get_args(annotation)
-        if isinstance(value, str) and key.endswith(".level"):
-            value = value.upper()
-        if value not in allowed:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, allowed))}")
-        return value
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in {"true", "1", "yes", "on"}:
-            return True
-        if isinstance(value, str) and value.lower() in {"false", "0", "no", "off"}:
-            return False
-        raise ConfigError(f"{key}: {value!r} is not a boolean (true/false)")
-    if annotation is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: {value!r} is not an integer")
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: {value!r} is not an integer") from None
-    if annotation is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: {value!r} is not a number")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: {value!r} is not a number") from None
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: {value!r} is not a string")
-        return value
-    if origin is list:
-        if isinstance(value, str):  # environment variables: comma-separated
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{key}: a list of strings is expected")
-        return list(value)
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: a table is expected")
-        out: dict[str, list[str]] = {}
-        for k, v in value.items():
-            v = [v] if isinstance(v, str) else v
-            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-                raise ConfigError(f"{key}.{k}: a string or a list of strings is expected")
-            out[str(k)] = list(v)
-        return out
-    raise ConfigError(f"{key}: unsupported setting")  # pragma: no cover
-
-
-def _apply_section(obj: Any, section: str, values: Mapping[str, Any]) -> None:
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"[{section}] must be a table")
-    hints = get_type_hints(type(obj))
-    known = {f.name for f in dataclasses.fields(obj)}
-    for key, value in values.items():
-        if key not in known:
-            raise ConfigError(f"{section}.{key}: unknown key (known: {', '.join(sorted(known))})")
-        setattr(obj, key, _coerce(f"{section}.{key}", value, hints[key]))
-
-
-def _swap_rule(index: int, raw: Any) -> SwapRule:
-    where = f"swap_rules[{index}]"
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must be a table")
-    unknown = set(raw) - {"name", "attributes", "match", "comma_decimal"}
-    if unknown:
-        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"{where}.name: a non-empty string is required")
-    attributes = raw.get("attributes", ["PixelSpacing"])
-    if not isinstance(attributes, list) or not attributes:
-        raise ConfigError(f"{where}.attributes: a non-empty list is required")
-    for attr in attributes:
-        if attr not in SWAPPABLE_ATTRIBUTES:
-            raise ConfigError(
-                f"{where}.attributes: {attr!r} is not one of {sorted(SWAPPABLE_ATTRIBUTES)}"
-            )
-    match = raw.get("match", {})
-    if not isinstance(match, Mapping) or not match:
-        raise ConfigError(f"{where}.match: at least one key to match on is required")
-    for key, pattern in match.items():
-        if key not in SWAP_MATCH_KEYS:
-            raise ConfigError(
-                f"{where}.match.{key}: unknown key (allowed: {', '.join(sorted(SWAP_MATCH_KEYS))})"
-            )
-        if not isinstance(pattern, str):
-            raise ConfigError(f"{where}.match.{key}: a glob pattern string is required")
-    comma = raw.get("comma_decimal", False)
-    if not isinstance(comma, bool):
-        raise ConfigError(f"{where}.comma_decimal: true or false")
-    return SwapRule(name=name, attributes=tuple(attributes), match=dict(match), comma_decimal=comma)
-
-
-_DESTINATION_FILTER_KEYS = frozenset(
-    {
-        "Modality",
-        "SOPClassUID",
-        "Manufacturer",
-        "ManufacturerModelName",
-        "StationName",
-        "calling_ae_title",
-        "called_ae_title",
-        "finding_code",
-        "worst_severity",
-    }
-)
-
-
-def _destination(index: int, raw: Any) -> Destination:
-    where = f"destinations[{index}]"
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must be a table")
-    hints = get_type_hints(Destination)
-    known = {f.name for f in dataclasses.fields(Destination)}
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
-        values[key] = _coerce(f"{where}.{key}", value, hints[key])
-    for required in ("name", "ae_title", "host", "port"):
-        if required not in values:
-            raise ConfigError(f"{where}.{required}: required")
-    dest = Destination(**values)
-    if not dest.name.strip():
-        raise ConfigError(f"{where}.name: must not be empty")
-    if not (1 <= len(dest.ae_title) <= 16) or "\\" in dest.ae_title:
-        raise ConfigError(f"{where}.ae_title: 1 to 16 characters, no backslash")
-    if not 1 <= dest.port <= 65535:
-        raise ConfigError(f"{where}.port: {dest.port} is not a TCP port")
-    if dest.max_attempts < 1:
-        raise ConfigError(f"{where}.max_attempts: at least 1")
-    if dest.retry_initial_s <= 0 or dest.retry_max_s < dest.retry_initial_s:
-        raise ConfigError(f"{where}.retry_initial_s/retry_max_s: 0 < initial <= max")
-    for key, accepted in dest.filter.items():
-        if key not in _DESTINATION_FILTER_KEYS:
-            raise ConfigError(
-                f"{where}.filter.{key}: unknown key "
-                f"(allowed: {', '.join(sorted(_DESTINATION_FILTER_KEYS))})"
-            )
-        if key == "worst_severity":
-            bad = set(accepted) - {"ok", "info", "warning", "corrected", "invalid"}
-            if bad:
-                raise ConfigError(f"{where}.filter.worst_severity: {sorted(bad)[0]!r} unknown")
-    return dest
 
 
 def _validate(cfg: Config) -> None:
@@ -438,6 +299,50 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("storage.database_url: sqlite:///PATH or postgresql://... expected")
 
 
+def _key(loc: tuple[int | str, ...]) -> str:
+    """``("destinations", 0, "url")`` as ``destinations[0].url``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _one_line(exc: ValidationError, environ: Mapping[str, str]) -> ConfigError:
+    """The first error of ``exc``, on one line, naming the key (and its variable)."""
+    error = exc.errors()[0]
+    loc = tuple(error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        parent = Config if len(loc) == 1 else _SECTIONS.get(str(loc[0]))
+        known = ", ".join(parent.model_fields) if parent is not None else ""
+        message = "unknown key" + (f" (known: {known})" if known else "")
+        if len(loc) == 1:
+            message = "unknown section" + (f" (known: {known})" if known else "")
+    elif "input" in error and error["type"] != "value_error":
+        message = f"{error['input']!r}: {message}"
+    key = _key(loc)
+    if error["type"] == "value_error" and key and message.startswith(key):
+        text = message  # the validator named the whole key (swap_rules[0].match...)
+    elif error["type"] == "value_error" and (not loc or isinstance(loc[-1], int)):
+        text = f"{key}.{message}" if key else message  # the validator named the key
+    else:
+        text = f"{key}: {message}"
+    variable = ENV_PREFIX + "_".join(str(p) for p in loc[:2]).upper()
+    if len(loc) >= 1 and variable in {k.upper() for k in environ}:
+        text = f"{variable}: {text}"
+    return ConfigError(text)
+
+
+def _nested(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".", 1)
+        out.setdefault(section, {})[key] = value
+    return out
+
+
 def load_config(
     path: Path | None = None,
     *,
@@ -446,9 +351,11 @@ def load_config(
 ) -> Config:
     """Build the configuration.
 
-    ``overrides`` maps ``"section.key"`` to a value (command-line options).
+    ``path``: the TOML file (``--config``); ``environ``: the environment (``os.environ``
+    when ``None``); ``overrides`` maps ``"section.key"`` to a value (command-line options).
+    Raises :class:`ConfigError` naming the key.
     """
-    cfg = Config()
+    data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         try:
@@ -457,46 +364,64 @@ def load_config(
             raise ConfigError(f"--config: {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        for key, value in data.items():
+            if key in _SECTIONS and not isinstance(value, Mapping):
+                raise ConfigError(f"[{key}] must be a table")
+    env = os.environ if environ is None else environ
+    token = _SOURCES.set((env, data))
+    try:
+        cfg = Config(**_nested(overrides or {}))
+    except ValidationError as exc:
+        raise _one_line(exc, env) from None
+    except SettingsError as exc:  # a table or list variable that is not JSON
+        section = re.search(r'field "(\w+)"', str(exc))
+        where = f"{ENV_PREFIX}{section.group(1).upper()}" if section else ENV_PREFIX.rstrip("_")
+        cause = str(exc.__cause__ or exc)
+        raise ConfigError(
+            f"{where}{'' if cause.startswith(where) else '_'}{cause} "
+            '(tables and lists of tables are JSON: \'{"KEY": ["value"]}\')'
+        ) from None
+    finally:
+        _SOURCES.reset(token)
+    if path is not None:
         cfg.base_dir = path.resolve().parent
         cfg.source = str(path)
-        for key, value in data.items():
-            if key in _SECTIONS:
-                _apply_section(getattr(cfg, key), key, value)
-            elif key == "destinations":
-                if not isinstance(value, list):
-                    raise ConfigError("destinations: use [[destinations]] tables")
-                cfg.destinations = [_destination(i, raw) for i, raw in enumerate(value)]
-                names = [d.name for d in cfg.destinations]
-                if len(set(names)) != len(names):
-                    raise ConfigError("destinations: names must be unique")
-            elif key == "swap_rules":
-                if not isinstance(value, list):
-                    raise ConfigError("swap_rules: use [[swap_rules]] tables")
-                cfg.swap_rules = [_swap_rule(i, raw) for i, raw in enumerate(value)]
-            else:
-                raise ConfigError(
-                    f"{key}: unknown section "
-                    f"(known: {', '.join([*_SECTIONS, 'swap_rules', 'destinations'])})"
-                )
-    env = os.environ if environ is None else environ
-    for name, value in env.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        rest = name[len(ENV_PREFIX) :].lower()
-        section, _, key = rest.partition("_")
-        if section not in _SECTIONS:
-            # Not a setting (e.g. the test suite's SPACING_SCP_REQUIRE_DCMTK).
-            continue
-        if not key:
-            raise ConfigError(f"{name}: unknown setting (SPACING_SCP_<SECTION>_<KEY>)")
-        try:
-            _apply_section(getattr(cfg, section), section, {key: value})
-        except ConfigError as exc:
-            raise ConfigError(f"{name}: {exc}") from None
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        section, key = dotted.split(".", 1)
-        _apply_section(getattr(cfg, section), section, {key: value})
     _validate(cfg)
     return cfg
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of the configuration file (``docs/config.schema.json``)."""
+    schema = Config.model_json_schema()
+    schema["title"] = "spacing-scp configuration"
+    schema["description"] = (
+        "The TOML file of spacing-scp serve --config; every key also as an environment "
+        "variable SPACING_SCP_<SECTION>_<KEY>. Generated: python -m scp.config schema"
+    )
+    return schema
+
+
+__all__ = [
+    "ENV_PREFIX",
+    "Config",
+    "ConfigError",
+    "Destination",
+    "ForwardingConfig",
+    "HttpConfig",
+    "LoggingConfig",
+    "NodeConfig",
+    "PolicyConfig",
+    "QueryConfig",
+    "SecurityConfig",
+    "SeriesConfig",
+    "StorageConfig",
+    "TlsConfig",
+    "json_schema",
+    "load_config",
+]
+
+
+if __name__ == "__main__":  # python -m scp.config schema
+    if sys.argv[1:] != ["schema"]:
+        sys.exit("usage: python -m scp.config schema")
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))

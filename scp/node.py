@@ -25,6 +25,8 @@ from scp.net.handlers import Handlers
 from scp.net.policy import AssociationPolicy
 from scp.net.scu import StorageSCU
 from scp.net.server import GuardedAssociationServer, start_listener, transport_bindings
+from scp.net.stow_rs import StowRsSender
+from scp.services.dicomweb import DicomWeb, QidoService, StowService, WadoService
 from scp.services.find import FindService
 from scp.services.forwarding import Forwarder
 from scp.services.ingest import Ingestor
@@ -64,7 +66,7 @@ class Node:
             max_instance_bytes=cfg.node.max_instance_bytes,
             tolerance=cfg.tolerance,
         )
-        self.forwarder = Forwarder(cfg, self.sessions, self.store, StorageSCU)
+        self.forwarder = Forwarder(cfg, self.sessions, self.store, StorageSCU, StowRsSender)
         if cfg.destinations:
             self.ingestor.on_indexed = self.forwarder.on_indexed
         self.handlers = Handlers(self.ingestor)
@@ -75,6 +77,14 @@ class Node:
             self.queries,
             max_results=cfg.query.max_results,
             match_unknown=cfg.query.match_unknown,
+        )
+        self.dicomweb = DicomWeb(
+            qido=QidoService(self.handlers.find, self.sessions),
+            wado=WadoService(self.sessions, self.store),
+            stow=StowService(self.ingestor),
+            tmp_dir=self.store.tmp,
+            max_part_bytes=cfg.node.max_instance_bytes,
+            max_results=cfg.query.max_results,
         )
         self.api: ApiServer | None = None
         self.ae: AE | None = None
@@ -125,6 +135,7 @@ class Node:
                 swap_rules=self.cfg.swap_rules,
                 associations=self._associations,
                 wake=self.forwarder.wake,
+                dicomweb=self.dicomweb,
             )
             self.api = ApiServer(app, self.cfg.http.host, self.cfg.http.port)
             self.api.start()

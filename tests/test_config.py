@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,59 @@ def test_swap_rule_parsed(tmp_path: Path) -> None:
     cfg = load_config(path, environ={})
     [rule] = cfg.spacing_policy.swap_rules
     assert rule.match == {"Manufacturer": "ACME*", "calling_ae_title": "CR3"}
+
+
+def test_every_key_has_its_environment_variable_tables_included() -> None:
+    cfg = load_config(
+        None,
+        environ={
+            "SPACING_SCP_LOGGING_LEVEL": "debug",
+            "SPACING_SCP_SECURITY_ALLOWED_CALLING_AE_TITLES": "CT1, MR1",
+            "SPACING_SCP_SECURITY_CALLING_AE_HOSTS": '{"CT1": ["10.0.0.0/24"], "MR1": "::1"}',
+            "SPACING_SCP_DESTINATIONS": (
+                '[{"name": "cloud", "type": "stow-rs", "url": "https://a.example/dw"}]'
+            ),
+            "SPACING_SCP_SWAP_RULES": '[{"name": "CR3", "match": {"Manufacturer": "ACME*"}}]',
+            "SPACING_SCP_REQUIRE_DCMTK": "1",  # not a section: the test suite's own
+        },
+    )
+    assert cfg.logging.level == "DEBUG"
+    assert cfg.security.allowed_calling_ae_titles == ["CT1", "MR1"]
+    assert cfg.security.calling_ae_hosts == {"CT1": ["10.0.0.0/24"], "MR1": ["::1"]}
+    assert [d.url for d in cfg.destinations] == ["https://a.example/dw"]
+    assert [r.name for r in cfg.swap_rules] == ["CR3"]
+
+
+@pytest.mark.parametrize(
+    ("environ", "words"),
+    [
+        ({"SPACING_SCP_NODE_PORT": "x"}, ["SPACING_SCP_NODE_PORT", "node.port"]),
+        (
+            {"SPACING_SCP_SECURITY_CALLING_AE_HOSTS": "CT1"},
+            ["SPACING_SCP_SECURITY_CALLING_AE_HOSTS", "JSON"],
+        ),
+        ({"SPACING_SCP_DESTINATIONS": '[{"name": "x"}]'}, ["destinations[0].ae_title: required"]),
+        ({"SPACING_SCP_NODES_PORT": "1"}, None),  # not a section: ignored, as before
+    ],
+)
+def test_environment_errors_are_one_line_naming_the_key(
+    environ: dict[str, str], words: list[str] | None
+) -> None:
+    if words is None:
+        load_config(None, environ=environ)
+        return
+    with pytest.raises(ConfigError) as err:
+        load_config(None, environ=environ)
+    message = str(err.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_the_published_json_schema_is_current() -> None:
+    from scp.config import json_schema
+
+    published = json.loads((REPO / "docs" / "config.schema.json").read_text())
+    assert published == json_schema(), "regenerate: python -m scp.config schema"
+    assert set(published["properties"]) >= {"node", "http", "destinations", "swap_rules"}
+    assert published["additionalProperties"] is False

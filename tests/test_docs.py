@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -37,10 +36,8 @@ def test_every_status_code_is_documented(name: str) -> None:
 
 
 def _keys() -> list[tuple[str, str]]:
-    keys = [
-        (section, f.name) for section, cls in _SECTIONS.items() for f in dataclasses.fields(cls)
-    ]
-    keys += [("destinations", f.name) for f in dataclasses.fields(Destination)]
+    keys = [(section, name) for section, cls in _SECTIONS.items() for name in cls.model_fields]
+    keys += [("destinations", name) for name in Destination.model_fields]
     return keys
 
 

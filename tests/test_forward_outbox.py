@@ -94,9 +94,17 @@ def test_filters_globs_keys_and_severity() -> None:
     assert worst_severity(["info", "corrected", "warning"]) == "corrected"
     assert worst_severity([]) == "ok"
     dests = [
-        Destination("pacs", "PACS", "h", 104, filter={"worst_severity": ["ok", "warning"]}),
-        Destination("qa", "QA", "h", 104, filter={"worst_severity": ["invalid"]}),
-        Destination("all", "ALL", "h", 104),
+        Destination(
+            name="pacs",
+            ae_title="PACS",
+            host="h",
+            port=104,
+            filter={"worst_severity": ["ok", "warning"]},
+        ),
+        Destination(
+            name="qa", ae_title="QA", host="h", port=104, filter={"worst_severity": ["invalid"]}
+        ),
+        Destination(name="all", ae_title="ALL", host="h", port=104),
     ]
     assert route(dests, ct) == ["qa", "all"]
 
@@ -327,5 +335,6 @@ def test_shipped_config_documents_forwarding_and_a_valid_destinations_example(
     path = tmp_path / "example.toml"
     path.write_text("[[destinations]]\n" + "\n".join(lines))
     cfg = load_config(path, environ={})
-    assert [d.name for d in cfg.destinations] == ["pacs", "qa"]
+    assert [d.name for d in cfg.destinations] == ["pacs", "qa", "cloud"]
+    assert cfg.destinations[2].type == "stow-rs"
     assert cfg.destinations[0].filter["worst_severity"] == ["ok", "info", "warning", "corrected"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
+from scp.api.dicomweb import dicomweb_router
 from scp.api.forwarding import forwarding_router
 from scp.api.guard import Guard
 from scp.api.openapi import DESCRIPTION, TITLE, openapi_document
@@ -15,6 +16,7 @@ from scp.api.problems import install_problem_handlers
 from scp.api.routes import devices_router, health_router, index_router
 from scp.api.ui import UiAuth, UiContext, ui_router
 from scp.pipeline.policy import SwapRule
+from scp.services.dicomweb import DicomWeb
 from scp.services.series_query import IndexQueries
 from storage.filestore import FileStore
 
@@ -31,6 +33,7 @@ def build_app(
     swap_rules: Sequence[SwapRule] = (),
     associations: Callable[[], int] | None = None,
     wake: Callable[[Iterable[str] | None], None] | None = None,
+    dicomweb: DicomWeb | None = None,
 ) -> FastAPI:
     """The read-only API over the index of ``sessions``.
 
@@ -41,6 +44,7 @@ def build_app(
     device they cover). With ``data_dir`` (the file store) the web page is served at
     ``/ui`` (:mod:`scp.api.ui`): ``associations`` counts the running associations, ``wake``
     wakes the forwarding workers of the named destinations after an operator's action.
+    ``dicomweb``: the DICOMweb services served under ``/dicom-web`` (none: not served).
     ``/openapi.json`` is generated (:mod:`scp.api.openapi`); no docs UI is served.
     """
     app = FastAPI(
@@ -68,6 +72,8 @@ def build_app(
             wake=wake,
         )
         app.include_router(ui_router(ui))
+    if dicomweb is not None:
+        app.include_router(dicomweb_router(dicomweb))
     install_problem_handlers(app)
     app.add_middleware(Guard, token=token)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]

@@ -2,9 +2,11 @@
 
 A pure ASGI middleware around the FastAPI app (:func:`scp.api.app.build_app`):
 
-* the API is read-only: a method other than GET or HEAD is 405 (HEAD is answered as GET;
-  uvicorn leaves the body out); only the web page's sign-in and actions (``POST /ui/...``,
-  :mod:`scp.api.ui.actions`, which check the token and CSRF themselves) take a POST;
+* the API is read-only but for STOW-RS and the web page: a method other than GET or HEAD is
+  405 (HEAD is answered as GET; uvicorn leaves the body out), except POST on
+  :data:`WRITE_PATHS` (``/dicom-web/studies[/{study}]``, PS3.18 10.5) and the web page's
+  sign-in and actions (``POST /ui/...``, :mod:`scp.api.ui.actions`, which check the token
+  and CSRF themselves);
 * a request target over :data:`MAX_TARGET_LENGTH` characters is 414;
 * with a token, every path but ``/health`` and the web page (``/ui``: read-only without
   the token, issue 19) needs ``Authorization: Bearer TOKEN`` (401);
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,6 +33,8 @@ MAX_TARGET_LENGTH = 4096
 OPEN_PATHS = frozenset({"/health"})
 #: The web page: open to read; its POSTs check the token and CSRF themselves.
 UI_PREFIX = "/ui"
+#: Paths that take POST (STOW-RS, PS3.18 10.5.1).
+WRITE_PATHS = re.compile(r"^/dicom-web/studies(/[^/]+)?$")
 _HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="spacing-scp"'}
 
@@ -65,15 +70,18 @@ class Guard:
 
         path = scope["path"].rstrip("/") or "/"
         ui = path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
-        method = "POST" if ui and scope["method"] == "POST" else "GET"
-        if scope["method"] not in ("GET", "HEAD") and method != "POST":
-            answer = problem(405, "the API is read-only", {"Allow": "GET, HEAD"})
+        method = scope["method"]
+        writable = ui or bool(WRITE_PATHS.match(path))
+        if method not in ("GET", "HEAD") and not (method == "POST" and writable):
+            allow = "GET, HEAD, POST" if writable else "GET, HEAD"
+            answer = problem(405, "the API is read-only", {"Allow": allow})
         elif _target_length(scope) > MAX_TARGET_LENGTH:
             answer = problem(414, f"the request target is over {MAX_TARGET_LENGTH} characters")
         elif not ui and path not in OPEN_PATHS and not self._authorized(scope):
             answer = problem(401, "a valid bearer token is required", _CHALLENGE)
         else:
             try:
+                method = "GET" if method == "HEAD" else method
                 await self.app(
                     {**scope, "method": method, "path": path}, receive, send_with_headers
                 )

@@ -22,7 +22,8 @@ from scp.models import Problem
 TITLE = "spacing-scp index API"
 DESCRIPTION = (
     "Read-only view of the node's index: per-series pixel and slice spacing, instances, the "
-    "forwarding queue. Errors are RFC 9457 problem bodies. When [http] token is set, send "
+    "forwarding queue; DICOMweb (QIDO-RS, WADO-RS, STOW-RS, PS3.18) under /dicom-web. "
+    "Errors are RFC 9457 problem bodies. When [http] token is set, send "
     "`Authorization: Bearer TOKEN` (not needed for /health)."
 )
 
@@ -30,6 +31,9 @@ _WHY = {
     400: "a bad parameter: unknown, out of range, or a cursor this API did not issue",
     401: "bearer token missing or wrong",
     404: "no such UID",
+    406: "no representation the Accept header allows (the node does not transcode)",
+    413: "a part is larger than [node] max_instance_bytes",
+    415: 'not multipart/related; type="application/dicom"',
     500: "internal error (never with detail)",
 }
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}

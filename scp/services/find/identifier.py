@@ -175,8 +175,11 @@ def _terms(key: KeyDef, parts: Sequence[str]) -> list[Term] | None:
     return terms
 
 
-def parse_identifier(ds: Dataset) -> FindRequest:
+def parse_identifier(ds: Dataset, *, relational: bool = False) -> FindRequest:
     """Check an identifier against the Study Root model (PS3.4 C.4.1.1.3.1, C.6.2.1).
+
+    ``relational``: the unique keys of the levels above need not be given (relational
+    search, PS3.4 C.4.1.2.2; QIDO-RS ``/series`` and ``/instances`` across studies).
 
     Raises :class:`FindError` (0xA900 Identifier Does Not Match SOP Class) for a missing or
     unknown Query/Retrieve Level, a missing unique key of a level above the query level
@@ -221,7 +224,7 @@ def parse_identifier(ds: Dataset) -> FindRequest:
         terms = _terms(key, parts)
         if terms is not None:
             request.criteria.append(Criterion(key, terms))
-    for upper in LEVELS[: LEVELS.index(level)]:
+    for upper in [] if relational else LEVELS[: LEVELS.index(level)]:
         keyword = UNIQUE_KEYS[upper]
         criterion = next((c for c in request.criteria if c.key.keyword == keyword), None)
         if criterion is None:

@@ -169,6 +169,14 @@ class FindService:
 
     def matches(self, request: FindRequest, limit: int | None = None) -> Iterator[Dataset]:
         """Response identifiers, read in keyset batches of short sessions (ordered by id)."""
+        for _hit, identifier in self.matched(request, limit):
+            yield identifier
+
+    def matched(
+        self, request: FindRequest, limit: int | None = None
+    ) -> Iterator[tuple[Hit, Dataset]]:
+        """Each match and its response identifier, in keyset batches of short sessions
+        (ordered by id); the hits' entities are detached (loaded columns only)."""
         last_id = 0
         produced = 0
         statement: Select[Any] | None = None
@@ -184,7 +192,7 @@ class FindService:
                 ).all()
                 hits = [Hit.from_row(request.level, row) for row in rows]
                 compute(session, self.queries, request.level, request.wanted, hits)
-                identifiers = [response_identifier(request, hit) for hit in hits]
+                identifiers = [(hit, response_identifier(request, hit)) for hit in hits]
                 if hits:
                     last_id = hits[-1].entity(request.level).id
             yield from identifiers

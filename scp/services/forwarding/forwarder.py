@@ -19,10 +19,10 @@ from collections.abc import Iterable
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-from scp.config import Config
+from scp.config import Config, Destination
 from scp.pipeline.model import PipelineResult
 from scp.services.forwarding.routing import facts_from_entry, route
-from scp.services.forwarding.sender import OpenerFactory
+from scp.services.forwarding.sender import AssociationOpener, OpenerFactory, StowOpenerFactory
 from scp.services.forwarding.worker import DestinationWorker, WorkerSettings
 from storage import outbox
 from storage.filestore import FileStore
@@ -45,17 +45,26 @@ class Forwarder:
         sessions: sessionmaker[Session],
         store: FileStore,
         opener_factory: OpenerFactory,
+        stow_factory: StowOpenerFactory | None = None,
     ) -> None:
-        """``opener_factory``: each destination's Storage SCU (:class:`scp.net.scu.StorageSCU`,
-        wired in by :mod:`scp.node`)."""
+        """``opener_factory``: each DIMSE destination's Storage SCU
+        (:class:`scp.net.scu.StorageSCU`); ``stow_factory``: each ``type = "stow-rs"``
+        destination's sender (:class:`scp.net.stow_rs.StowRsSender`); both wired in by
+        :mod:`scp.node`."""
         self.destinations = list(cfg.destinations)
         self.sessions = sessions
         self.node_id = cfg.forwarding.node_id or default_node_id()
         settings = WorkerSettings.from_config(cfg)
+
+        def opener(d: Destination) -> AssociationOpener:
+            if d.type != "stow-rs":
+                return opener_factory(settings.association(d))
+            if stow_factory is None:
+                raise ValueError(f"destination {d.name}: no STOW-RS sender wired in")
+            return stow_factory(settings.stow(d))
+
         self.workers = {
-            d.name: DestinationWorker(
-                d, sessions, store, settings, self.node_id, opener_factory(settings.association(d))
-            )
+            d.name: DestinationWorker(d, sessions, store, settings, self.node_id, opener(d))
             for d in self.destinations
         }
         self._started = False

@@ -68,7 +68,8 @@ class RejectedContext:
 @dataclass(frozen=True)
 class StoreResponse:
     """The C-STORE-RSP (PS3.7 9.3.1.2): Status (0000,0900), ``None`` when no response came
-    (DIMSE timeout, A-ABORT), and Error Comment (0000,0902), ``""`` when absent."""
+    (DIMSE timeout, A-ABORT), and Error Comment (0000,0902), ``""`` when absent (with no
+    response: why, when the sender knows, e.g. a TLS or connection error of STOW-RS)."""
 
     status: int | None
     error_comment: str = ""
@@ -128,3 +129,30 @@ class AssociationOpener(Protocol):
 
 #: Makes the opener of one destination (:class:`scp.net.scu.StorageSCU`).
 OpenerFactory = Callable[[AssociationSettings], AssociationOpener]
+
+
+@dataclass(frozen=True)
+class StowSettings:
+    """Where and how to send to a ``type = "stow-rs"`` destination (PS3.18 10.5).
+
+    ``url``: the archive's DICOMweb root (requests go to ``{url}/studies``); ``token``: a
+    bearer token, or ``username``/``password`` for basic auth; ``verify_tls``/``ca_file``:
+    server certificate checking (``ca_file`` empty: the system's CAs). Timeouts in
+    seconds: TCP connect, and the response to each request.
+    """
+
+    url: str
+    token: str
+    username: str
+    password: str
+    verify_tls: bool
+    ca_file: str
+    connect_timeout_s: float
+    response_timeout_s: float
+    user_agent: str
+
+
+#: Makes the opener of one STOW-RS destination (:class:`scp.net.stow_rs.StowRsSender`):
+#: its "associations" are HTTP connections, each instance one STOW-RS request whose
+#: response maps to the status a C-STORE would have had.
+StowOpenerFactory = Callable[[StowSettings], AssociationOpener]

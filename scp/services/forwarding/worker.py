@@ -46,6 +46,7 @@ from scp.services.forwarding.sender import (
     AssociationOpener,
     AssociationSettings,
     StoreAssociation,
+    StowSettings,
 )
 from storage import destinations, outbox
 from storage.db import write_session
@@ -93,6 +94,20 @@ class WorkerSettings:
             network_timeout=cfg.node.network_timeout,
             max_pdu=cfg.node.max_pdu_size,
             annotate=cfg.policy.annotate_private,
+        )
+
+    def stow(self, dest: Destination) -> StowSettings:
+        """How this node sends to a ``type = "stow-rs"`` destination."""
+        return StowSettings(
+            url=dest.url.rstrip("/"),
+            token=dest.token,
+            username=dest.username,
+            password=dest.password,
+            verify_tls=dest.verify_tls,
+            ca_file=dest.ca_file,
+            connect_timeout_s=self.connect_timeout_s,
+            response_timeout_s=self.dimse_timeout,
+            user_agent=f"spacing-scp ({self.ae_title})",
         )
 
     def association(self, dest: Destination) -> AssociationSettings:
@@ -166,13 +181,9 @@ class DestinationWorker:
 
     # -- loop ------------------------------------------------------------------------------
     def _run(self) -> None:
-        log.info(
-            "forward %s: worker started (%s@%s:%d)",
-            self.dest.name,
-            self.dest.ae_title,
-            self.dest.host,
-            self.dest.port,
-        )
+        d = self.dest
+        where = d.url if d.type == "stow-rs" else f"{d.ae_title}@{d.host}:{d.port}"
+        log.info("forward %s: worker started (%s)", d.name, where)
         while not self._stop.is_set():
             pause = self._circuit_until - time.monotonic()
             if pause > 0:
@@ -383,7 +394,8 @@ class DestinationWorker:
             if code is None:
                 if self._stop.is_set():
                     return  # aborted by stop: released, no attempt counted
-                self._fail(job, "no C-STORE response (DIMSE timeout or association aborted)")
+                why = f": {rsp.error_comment}" if rsp.error_comment else ""  # (STOW-RS says)
+                self._fail(job, f"no C-STORE response (DIMSE timeout or association aborted){why}")
                 return
             if code in DONE_STATUSES:
                 self._done(job, code, (time.perf_counter() - started) * 1000)

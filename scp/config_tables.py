@@ -1,0 +1,296 @@
+"""The tables of the configuration: one pydantic model per section, ``[[destinations]]``
+and ``[[swap_rules]]`` (:mod:`scp.config` builds them into :class:`scp.config.Config`).
+
+Every model refuses unknown keys; a validator's ``ValueError`` names the key relative to
+its table (``url: required``), which :mod:`scp.config` prefixes with the table's place
+(``destinations[0].url: required``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from scp.pipeline.policy import SWAP_MATCH_KEYS, SWAPPABLE_ATTRIBUTES, SwapRule
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names the key."""
+
+
+class _Section(BaseModel):
+    """A configuration table: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _tables(cls, value: Any, info: Any) -> Any:
+        """A table of lists (``calling_ae_hosts``, ``filter``) takes a string for a list of
+        one; a level is case-insensitive."""
+        field = cls.model_fields.get(info.field_name)
+        table = field is not None and getattr(field.annotation, "__origin__", None) is dict
+        if table and isinstance(value, Mapping):
+            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
+        if info.field_name == "level" and isinstance(value, str):
+            return value.upper()
+        return value
+
+
+class NodeConfig(_Section):
+    ae_title: str = "SPACING_SCP"
+    host: str = "0.0.0.0"
+    port: int = 11112
+    #: Maximum PDU size the node offers to receive (PS3.8 D.1); 0 means unlimited.
+    max_pdu_size: int = 262144
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 120.0
+    network_timeout: float = 120.0
+    max_associations: int = 32
+    #: Accept private and unknown SOP classes as storage (first proposed transfer syntax).
+    accept_unknown_sop_classes: bool = True
+    #: Largest instance accepted, in bytes; 0 means no limit.
+    max_instance_bytes: int = 0
+    #: Seconds running associations get to finish after SIGTERM/SIGINT.
+    shutdown_grace_s: float = 30.0
+    #: Receiving processes accepting from one listening socket; the first also serves
+    #: the HTTP API and the forwarding workers. 1: one process.
+    processes: int = 1
+    #: How associations wait for network input: "event" (select on the socket, see
+    #: scp/net/reactor.py) or "polling" (pynetdicom's stock 1 ms sleep loops).
+    reactor: Literal["event", "polling"] = "event"
+
+
+class StorageConfig(_Section):
+    data_dir: str = "./spacing-data"
+    #: Empty: SQLite file ``index.sqlite3`` inside data_dir.
+    database_url: str = ""
+    #: Below this much free space (MiB) on the data directory C-STORE answers 0xA700.
+    min_free_mb: int = 512
+
+
+class HttpConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str = ""
+    enabled: bool = True
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class PolicyConfig(_Section):
+    on_suspect_reversed: Literal["flag", "swap"] = "flag"
+    on_invalid_spacing: Literal["store", "reject"] = "store"
+    coercion_status: Literal["warning", "success"] = "warning"
+    annotate_private: bool = True
+
+
+class SeriesConfig(_Section):
+    #: A series is ``receiving`` until no instance arrived for this long, then ``settled``.
+    quiet_seconds: float = 60.0
+    #: Rule 25: gaps within max(rel x median, abs_mm) of the median are uniform.
+    uniform_rel_tolerance: float = 0.01
+    uniform_abs_tolerance_mm: float = 0.01
+
+
+class SecurityConfig(_Section):
+    #: Calling AE titles allowed to associate; empty: anyone.
+    allowed_calling_ae_titles: list[str] = Field(default_factory=list)
+    #: Reject associations addressed to another called AE title (A-ASSOCIATE-RJ, reason 7).
+    require_called_ae_title: bool = True
+    #: Optional host pinning: calling AE title -> list of allowed peer IP addresses/networks.
+    calling_ae_hosts: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class TlsConfig(_Section):
+    enabled: bool = False
+    cert_file: str = ""
+    key_file: str = ""
+    ca_file: str = ""
+    require_client_cert: bool = False
+
+
+class ForwardingConfig(_Section):
+    """How the forwarder (``scp.services.forwarding``) works through its outbox."""
+
+    #: Seconds a claimed job stays reserved for its worker; a job whose node died
+    #: mid-send is taken up again after this (longer than one C-STORE can take).
+    lease_s: float = 300.0
+    #: Seconds between outbox polls when nothing wakes a worker (jobs due for retry,
+    #: jobs queued by ``spacing-scp forward retry/requeue``).
+    poll_s: float = 2.0
+    #: Jobs sent per association at most.
+    batch_size: int = 50
+    #: Seconds to wait for the TCP connection to a destination.
+    connect_timeout_s: float = 10.0
+    #: Identity written to claimed jobs; empty: host name, process id and a random part.
+    node_id: str = ""
+
+
+class QueryConfig(_Section):
+    """The C-FIND SCP (``scp.services.find``, PS3.4 C.4.1)."""
+
+    #: Most matches one C-FIND answers; past it the query ends with 0xA700 (Refused:
+    #: Out of Resources) after the first ``max_results`` pendings. 0 means no limit.
+    max_results: int = 10000
+    #: PS3.4 C.2.2.1.2: an entity whose key is empty (unknown) matches any value of it.
+    match_unknown: bool = True
+
+
+class Destination(_Section):
+    """A forwarding destination (``[[destinations]]``).
+
+    ``type = "dimse"`` (the default): a Storage SCP at ``ae_title@host:port`` (C-STORE).
+    ``type = "stow-rs"``: a DICOMweb archive at ``url`` (its DICOMweb root, STOW-RS
+    ``POST {url}/studies``, PS3.18 10.5), with a bearer ``token`` or basic auth
+    (``username``/``password``) and TLS verification (``verify_tls``, ``ca_file``); one
+    instance per request, the requests of a batch (``[forwarding] batch_size``) over one
+    kept-alive connection.
+    """
+
+    name: str
+    ae_title: str = ""
+    host: str = ""
+    port: int = 0
+    type: Literal["dimse", "stow-rs"] = "dimse"
+    url: str = ""
+    token: str = ""
+    username: str = ""
+    password: str = ""
+    verify_tls: bool = True
+    ca_file: str = ""
+    send: Literal["annotated", "original"] = "annotated"
+    max_attempts: int = 20
+    retry_initial_s: float = 5.0
+    retry_max_s: float = 600.0
+    #: All given keys must match: header keywords (Modality, ...), calling_ae_title,
+    #: finding_code, worst_severity; each a list of accepted values (globs allowed).
+    filter: dict[str, list[str]] = Field(default_factory=dict)
+    calling_ae_title: str = ""  # AE title the node uses towards this destination
+
+    @model_validator(mode="after")
+    def _check(self) -> Destination:
+        """The keys each ``type`` needs and allows; ranges (messages name the key)."""
+        given = self.model_fields_set
+        stow = self.type == "stow-rs"
+        required = ("url",) if stow else ("ae_title", "host", "port")
+        for key in required:
+            if key not in given:
+                raise ValueError(f"{key}: required")
+        other = _DIMSE_ONLY if stow else _STOW_ONLY
+        for key in sorted(given & other):
+            kind = 'not a key of a type = "stow-rs"' if stow else 'only for type = "stow-rs"'
+            raise ValueError(f"{key}: {kind} destinations")
+        if not self.name.strip():
+            raise ValueError("name: must not be empty")
+        if stow:
+            _check_stow(self)
+        else:
+            if not (1 <= len(self.ae_title) <= 16) or "\\" in self.ae_title:
+                raise ValueError("ae_title: 1 to 16 characters, no backslash")
+            if not 1 <= self.port <= 65535:
+                raise ValueError(f"port: {self.port} is not a TCP port")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts: at least 1")
+        if self.retry_initial_s <= 0 or self.retry_max_s < self.retry_initial_s:
+            raise ValueError("retry_initial_s/retry_max_s: 0 < initial <= max")
+        for key, accepted in self.filter.items():
+            if key not in _DESTINATION_FILTER_KEYS:
+                raise ValueError(
+                    f"filter.{key}: unknown key "
+                    f"(allowed: {', '.join(sorted(_DESTINATION_FILTER_KEYS))})"
+                )
+            if key == "worst_severity":
+                bad = set(accepted) - {"ok", "info", "warning", "corrected", "invalid"}
+                if bad:
+                    raise ValueError(f"filter.worst_severity: {sorted(bad)[0]!r} unknown")
+        return self
+
+
+_DIMSE_ONLY = frozenset({"ae_title", "host", "port", "calling_ae_title"})
+_STOW_ONLY = frozenset({"url", "token", "username", "password", "verify_tls", "ca_file"})
+
+
+def _check_stow(dest: Destination) -> None:
+    """A ``type = "stow-rs"`` destination's own keys."""
+    if not dest.url.startswith(("http://", "https://")) or len(dest.url) < 10:
+        raise ValueError("url: the archive's DICOMweb root, http(s)://host[:port]/path")
+    if dest.token and (dest.username or dest.password):
+        raise ValueError("token: a bearer token or username/password, not both")
+    if bool(dest.username) != bool(dest.password):
+        raise ValueError("username/password: both or neither")
+
+
+#: The JSON schema of one ``[[swap_rules]]`` table (parsed by :func:`_swap_rule`).
+_SWAP_RULE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "match"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "attributes": {
+            "type": "array",
+            "items": {"enum": sorted(SWAPPABLE_ATTRIBUTES)},
+            "default": ["PixelSpacing"],
+        },
+        "match": {
+            "type": "object",
+            "propertyNames": {"enum": sorted(SWAP_MATCH_KEYS)},
+            "additionalProperties": {"type": "string"},
+        },
+        "comma_decimal": {"type": "boolean", "default": False},
+    },
+}
+
+
+def _swap_rule(index: int, raw: Any) -> SwapRule:
+    where = f"swap_rules[{index}]"
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where} must be a table")
+    unknown = set(raw) - {"name", "attributes", "match", "comma_decimal"}
+    if unknown:
+        raise ValueError(f"{where}.{sorted(unknown)[0]}: unknown key")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{where}.name: a non-empty string is required")
+    attributes = raw.get("attributes", ["PixelSpacing"])
+    if not isinstance(attributes, list) or not attributes:
+        raise ValueError(f"{where}.attributes: a non-empty list is required")
+    for attr in attributes:
+        if attr not in SWAPPABLE_ATTRIBUTES:
+            raise ValueError(
+                f"{where}.attributes: {attr!r} is not one of {sorted(SWAPPABLE_ATTRIBUTES)}"
+            )
+    match = raw.get("match", {})
+    if not isinstance(match, Mapping) or not match:
+        raise ValueError(f"{where}.match: at least one key to match on is required")
+    for key, pattern in match.items():
+        if key not in SWAP_MATCH_KEYS:
+            raise ValueError(
+                f"{where}.match.{key}: unknown key (allowed: {', '.join(sorted(SWAP_MATCH_KEYS))})"
+            )
+        if not isinstance(pattern, str):
+            raise ValueError(f"{where}.match.{key}: a glob pattern string is required")
+    comma = raw.get("comma_decimal", False)
+    if not isinstance(comma, bool):
+        raise ValueError(f"{where}.comma_decimal: true or false")
+    return SwapRule(name=name, attributes=tuple(attributes), match=dict(match), comma_decimal=comma)
+
+
+_DESTINATION_FILTER_KEYS = frozenset(
+    {
+        "Modality",
+        "SOPClassUID",
+        "Manufacturer",
+        "ManufacturerModelName",
+        "StationName",
+        "calling_ae_title",
+        "called_ae_title",
+        "finding_code",
+        "worst_severity",
+    }
+)
