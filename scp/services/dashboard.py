@@ -95,7 +95,6 @@ def series_rows(
     with ``patient_id``, ``study_date``, ``calling_ae_titles`` and ``verdict`` (the worst
     instance verdict). ``ValueError`` for a bad cursor."""
     where = dashboard.series_conditions(
-        session,
         calling_ae_title=filters.calling_ae_title,
         verdict=filters.verdict,
         study_date_from=filters.study_date_from,
