@@ -59,7 +59,6 @@ def series_extras(session: Session, uids: Sequence[str]) -> dict[str, dict[str, 
 
 
 def series_conditions(
-    session: Session,
     *,
     calling_ae_title: str | None = None,
     verdict: str | None = None,

@@ -100,20 +100,7 @@ def test_actions_need_the_token_and_the_csrf_token(ui_node: Any) -> None:
         {**bearer, "Origin": "http://evil.example"},
     )
     assert status == 403
-    req = urllib.request.Request(
-        base + "/ui/actions/pause",
-        data=f"destination=pacs&csrf={csrf}".encode(),
-        method="POST",
-        headers=bearer,
-    )
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any) -> None:
-            return None
-
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.build_opener(NoRedirect).open(req, timeout=10)
-    assert err.value.code == 303
+    assert _act(base, "pause", "pacs") == 303
     from storage import destinations
 
     with ui_node.sessions() as session:
@@ -190,3 +177,63 @@ def test_devices_on_both_backends(
     assert good["swap_rule"] is None and bad["swap_rule"]["evidence_series"] == 3
     # glob characters of a header value are escaped: the rule matches only this station
     assert 'StationName = "BAD[*]ONE"' in bad["swap_rule"]["toml"]
+
+
+def _act(base: str, action: str, destination: str) -> int:
+    """POST an action as a signed-in operator (bearer token and the page's CSRF token);
+    the HTTP status (303 when done)."""
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    _, page, _ = _get(base + "/ui/forwarding", bearer)
+    csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any) -> None:
+            return None
+
+    req = urllib.request.Request(
+        f"{base}/ui/actions/{action}",
+        data=f"destination={destination}&csrf={csrf}".encode(),
+        method="POST",
+        headers=bearer,
+    )
+    try:
+        with urllib.request.build_opener(NoRedirect).open(req, timeout=10) as rsp:
+            return int(rsp.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_a_paused_destination_stays_paused_across_a_restart(
+    node_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    import time
+
+    from scp.config import Destination
+    from tests.pacs import Pacs, wait_until
+
+    pacs = Pacs().start()
+    try:
+
+        def config() -> Any:
+            cfg = make_config(tmp_path / "data", http={"token": TOKEN}, forwarding={"poll_s": 0.2})
+            cfg.destinations = [
+                Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=pacs.port)
+            ]
+            return cfg
+
+        node = node_factory(config())
+        base = f"http://127.0.0.1:{node.api.port}"
+        assert _act(base, "pause", "pacs") == 303
+        files = [write_ct(tmp_path / f"{i}.dcm", instance_number=i + 1) for i in range(3)]
+        send_files(node.port, files)
+        time.sleep(1.0)
+        assert not pacs.uids()  # queued, not sent
+        node.stop(grace_s=2)
+
+        again = node_factory(config())
+        time.sleep(1.0)
+        assert not pacs.uids()  # the pause is in the index, not in the process
+        assert _act(f"http://127.0.0.1:{again.api.port}", "resume", "pacs") == 303
+        assert wait_until(lambda: len(pacs.uids()) == 3, 20)
+    finally:
+        pacs.stop()

@@ -35,8 +35,9 @@ def overview(
     """The overview: ``associations`` running now (``None``: unknown in this process),
     ``per_minute`` (instances received in each of the last :data:`CHART_MINUTES` minutes,
     oldest first), ``disk_free_bytes`` / ``disk_total_bytes`` of the data directory,
-    ``last_received_at`` and ``index_lag_s`` (seconds since the newest instance was indexed;
-    the node indexes before it answers C-STORE, so there is no backlog to measure) and the
+    ``last_received_at`` and ``last_indexed_age_s`` (seconds since the newest instance was
+    indexed; the index lag itself is zero by construction: the node indexes an instance
+    before it answers its C-STORE, so no received instance waits to be indexed) and the
     forwarding queues (:func:`storage.outbox.summary`, each with ``paused``)."""
     now = now or datetime.now(UTC)
     since = now.replace(second=0, microsecond=0) - timedelta(minutes=CHART_MINUTES - 1)
@@ -54,7 +55,7 @@ def overview(
         "disk_free_bytes": usage.free,
         "disk_total_bytes": usage.total,
         "last_received_at": last,
-        "index_lag_s": None if last is None else max(0.0, (now - last).total_seconds()),
+        "last_indexed_age_s": None if last is None else max(0.0, (now - last).total_seconds()),
         "destinations": queues(session, destination_names, now),
     }
 
@@ -94,7 +95,6 @@ def series_rows(
     with ``patient_id``, ``study_date``, ``calling_ae_titles`` and ``verdict`` (the worst
     instance verdict). ``ValueError`` for a bad cursor."""
     where = dashboard.series_conditions(
-        session,
         calling_ae_title=filters.calling_ae_title,
         verdict=filters.verdict,
         study_date_from=filters.study_date_from,

@@ -134,7 +134,7 @@ def received_spacing(raw: str | None) -> tuple[float | None, float | None]:
 
 
 def middle_instance(session: Session, store: FileStore, series_instance_uid: str) -> InstanceFiles:
-    """The instance in the middle of the series' first stack (by position along the
+    """The instance in the middle of the series' largest stack (by position along the
     normal; by reception order without positions). :class:`NotFound` for an unknown or
     empty series."""
     series_id = session.scalar(
@@ -144,7 +144,7 @@ def middle_instance(session: Session, store: FileStore, series_instance_uid: str
         raise NotFound(f"no series {series_instance_uid}")
     stacks = dashboard.stack_positions(session, series_id)
     if stacks:
-        slices = next(iter(stacks.values()))
+        slices = max(stacks.values(), key=len)
         instance_id = slices[len(slices) // 2][1]
         inst = session.get(Instance, instance_id)
     else:

@@ -30,7 +30,7 @@ class BarChart:
     height: int = HEIGHT
 
 
-def arrivals(per_minute: list[int], start_label: str) -> BarChart:
+def arrivals(per_minute: list[int]) -> BarChart:
     """One bar per minute, oldest left; ``peak`` is the tallest bar's count."""
     peak = max(per_minute, default=0)
     n = max(1, len(per_minute))

@@ -86,7 +86,7 @@ def page_router(ui: UiContext) -> APIRouter:
                 destination_names=ui.destinations,
                 associations=ui.associations,
             )
-        data["chart"] = charts.arrivals(data["per_minute"], "")
+        data["chart"] = charts.arrivals(data["per_minute"])
         return {"o": data}
 
     @router.get("/ui")
