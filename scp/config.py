@@ -10,14 +10,18 @@ naming the key.  ``config/spacing-scp.toml`` documents every key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from scp.pipeline.ds import parse_ds
 from scp.pipeline.policy import SWAP_MATCH_KEYS, SWAPPABLE_ATTRIBUTES, SpacingPolicy, SwapRule
+from scp.pipeline.vr import ae_title_problem
 from scp.series import Tolerance
 
 ENV_PREFIX = "SPACING_SCP_"
@@ -238,6 +242,10 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+#: An integer setting given as text (environment variables, options): ASCII digits.
+_INTEGER = re.compile(r" *[+-]?[0-9]+ *")
+
+
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     """Check/convert ``value`` for a field annotated ``annotation``."""
     origin = get_origin(annotation)
@@ -257,19 +265,21 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             return False
         raise ConfigError(f"{key}: {value!r} is not a boolean (true/false)")
     if annotation is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: {value!r} is not an integer")
-        try:
+        # The whole text: int() would take " 8\n", "1_000" and non-ASCII digits.
+        if isinstance(value, str) and _INTEGER.fullmatch(value):
             return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: {value!r} is not an integer") from None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: {value!r} is not an integer")
     if annotation is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: {value!r} is not a number")
-        try:
+        # A DS-like decimal (PS3.5 6.2): float() would take "nan", "inf" and "1_0".
+        number = parse_ds(value) if isinstance(value, str) else None
+        if number is not None:
+            return number
+        real = isinstance(value, int | float) and not isinstance(value, bool)
+        if real and math.isfinite(value):
             return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: {value!r} is not a number") from None
+        raise ConfigError(f"{key}: {value!r} is not a number")
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: {value!r} is not a string")
@@ -370,8 +380,12 @@ def _destination(index: int, raw: Any) -> Destination:
     dest = Destination(**values)
     if not dest.name.strip():
         raise ConfigError(f"{where}.name: must not be empty")
-    if not (1 <= len(dest.ae_title) <= 16) or "\\" in dest.ae_title:
-        raise ConfigError(f"{where}.ae_title: 1 to 16 characters, no backslash")
+    for key in ("ae_title", "calling_ae_title"):
+        problem = ae_title_problem(getattr(dest, key))
+        if problem is not None and (key == "ae_title" or getattr(dest, key)):
+            raise ConfigError(
+                f"{where}.{key}: {getattr(dest, key)!r} is not an AE title: {problem}"
+            )
     if not 1 <= dest.port <= 65535:
         raise ConfigError(f"{where}.port: {dest.port} is not a TCP port")
     if dest.max_attempts < 1:
@@ -392,11 +406,9 @@ def _destination(index: int, raw: Any) -> Destination:
 
 
 def _validate(cfg: Config) -> None:
-    title = cfg.node.ae_title
-    if not (1 <= len(title) <= 16) or not title.strip() or "\\" in title:
-        raise ConfigError("node.ae_title: 1 to 16 characters, not only spaces, no backslash")
-    if any(not (" " <= c < "\x7f") for c in title):
-        raise ConfigError("node.ae_title: only printable ASCII characters (PS3.5 6.2 AE)")
+    problem = ae_title_problem(cfg.node.ae_title)
+    if problem is not None:
+        raise ConfigError(f"node.ae_title: {cfg.node.ae_title!r} is not an AE title: {problem}")
     for key, port in (("node.port", cfg.node.port), ("http.port", cfg.http.port)):
         if not 0 <= port <= 65535:
             raise ConfigError(f"{key}: {port} is not a TCP port (0-65535)")

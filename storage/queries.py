@@ -35,7 +35,8 @@ def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         version, _, value = raw.partition(":")
-        if version != "v1":
+        # The whole text, ASCII digits only: int() would take " 7\n" or non-ASCII digits.
+        if version != "v1" or not (value.isascii() and value.isdigit()):
             raise ValueError
         return int(value)
     except (ValueError, UnicodeDecodeError):
@@ -45,10 +46,9 @@ def decode_cursor(cursor: str) -> int:
 def parse_limit(value: str | None, default: int = 100) -> int:
     if value in (None, ""):
         return default
-    try:
-        limit = int(value)
-    except ValueError:
-        raise ValueError(f"limit {value!r} is not an integer") from None
+    if not (value.isascii() and value.isdigit()):  # the whole text: not " 7\n", not "1_0"
+        raise ValueError(f"limit {value!r} is not an integer")
+    limit = int(value)
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
     return limit
@@ -104,7 +104,9 @@ def select_series_page(
             .where(InstanceFinding.code == code)
         )
         query = query.where(
-            Series.finding_codes.contains(f",{code},") | Series.id.in_(with_instance_finding)
+            # autoescape: a ``_`` or ``%`` in the code is matched as itself, not a wildcard.
+            Series.finding_codes.contains(f",{code},", autoescape=True)
+            | Series.id.in_(with_instance_finding)
         )
     if received_after is not None:
         query = query.where(Series.last_received_at > received_after)
