@@ -394,3 +394,27 @@ def record_instance(
             },
         )
     return IndexedInstance(instance_id, series_id, resend), resend
+
+
+def add_instance_finding(session: Session, instance_id: int, finding: FindingRow) -> bool:
+    """Record ``finding`` on an indexed instance unless it carries that code already (a
+    finding met after ingest: an annotation that failed on the way out).  ``True`` when
+    added."""
+    present = session.scalar(
+        select(InstanceFinding.id).where(
+            InstanceFinding.instance_id == instance_id, InstanceFinding.code == finding.code
+        )
+    )
+    if present is not None:
+        return False
+    session.add(
+        InstanceFinding(
+            instance_id=instance_id,
+            code=finding.code,
+            severity=finding.severity,
+            message=finding.message,
+            rule=finding.rule,
+            tag=finding.tag,
+        )
+    )
+    return True

@@ -455,3 +455,31 @@ def test_http_endpoints_metrics_and_cli_status_retry_requeue(
         assert cli_main([*bad, "--config", str(config), *base]) == 2
     finally:
         pacs.stop()
+
+
+def test_annotation_failure_sends_the_stored_instance_with_a_finding(
+    node_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Every private block of group 0009 belongs to another creator, so the annotation
+    cannot reserve one (``ValueError``): the instance goes out as stored, once, and carries
+    the FORWARD_UNANNOTATED finding; the job is done, not retried until dead."""
+    pacs = Pacs(ae_title="ANN").start()
+    try:
+        node = _node(node_factory, tmp_path / "data", [_dest("ann", pacs.port, "ANN")])
+        ds = ct_dataset()
+        for element in range(0x10, 0x100):
+            ds.add_new((0x0009, element), "LO", f"OTHER {element:02X}")
+        src = write(ds, tmp_path / "full-private.dcm")
+        assert [r.status for r in send_files(node.port, [src])] == [0x0000]
+        assert wait_until(_settled(node, 1))
+        [job] = _jobs(node)
+        assert (job["state"], job["attempts"]) == ("done", 1)
+        got = pacs.by_uid()[ds.SOPInstanceUID]
+        assert got.data == dataset_bytes(src)  # as stored (nothing to correct in it)
+        assert read_annotation(got.dataset()) == {}
+        status, inst = _get(node, f"/instances/{ds.SOPInstanceUID}")
+        assert status == 200
+        [finding] = [f for f in inst["findings"] if f["code"] == "FORWARD_UNANNOTATED"]
+        assert finding["severity"] == "warning" and "ValueError" in finding["message"]
+    finally:
+        pacs.stop()

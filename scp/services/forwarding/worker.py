@@ -41,7 +41,11 @@ from scp.config import Config, Destination
 from scp.metrics import METRICS
 from scp.pipeline.model import PipelineResult
 from scp.services.forwarding.contexts import contexts_for, pick_context, split_batch
-from scp.services.forwarding.egress import result_from_index, write_annotated
+from scp.services.forwarding.egress import (
+    result_from_index,
+    unannotated_finding,
+    write_annotated,
+)
 from scp.services.forwarding.sender import (
     AssociationOpener,
     AssociationSettings,
@@ -50,6 +54,7 @@ from scp.services.forwarding.sender import (
 from storage import outbox
 from storage.db import write_session
 from storage.filestore import FileStore
+from storage.index import add_instance_finding
 from storage.models import Instance
 
 log = logging.getLogger("spacing_scp.forward")
@@ -407,16 +412,32 @@ class DestinationWorker:
         if not self.settings.annotate:
             yield stored
             return
-        result = self._result(job.instance_id)
         fd, name = tempfile.mkstemp(dir=self.store.tmp, suffix=".fwd")
         tmp = Path(name)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                write_annotated(stored, fh, result)
-            yield tmp
+            source = tmp
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    write_annotated(stored, fh, self._result(job.instance_id))
+            except FileNotFoundError:
+                raise  # the instance left the index or the store: not an annotation fault
+            except Exception as exc:  # the annotation failed: send what is stored
+                self._note_unannotated(job, exc)
+                source = stored
+            yield source
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+    def _note_unannotated(self, job: outbox.ClaimedJob, exc: Exception) -> None:
+        """The annotation of ``job`` failed: one log line, and the finding on the instance."""
+        finding = unannotated_finding(exc)
+        log.warning("forward %s: job %d: %s", self.dest.name, job.id, finding.message)
+        try:
+            with write_session(self.sessions) as session:
+                add_instance_finding(session, job.instance_id, finding)
+        except Exception:
+            log.exception("forward %s: could not record %s", self.dest.name, finding.code)
 
     def _result(self, instance_id: int) -> PipelineResult:
         with self.sessions() as session:
