@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from scp.api.app import build_app
 from scp.api.server import ApiServer
 from scp.config import Config
+from scp.metrics import METRICS
 from scp.net.ae import build_ae, configure_pynetdicom
 from scp.net.handlers import Handlers
 from scp.net.policy import AssociationPolicy
@@ -52,6 +53,10 @@ class Node:
         self.worker = worker
         self.listen_fd = listen_fd
         self.store = FileStore(cfg.data_dir, tmp_name=store_tmp_name(cfg, worker))
+        if cfg.node.processes > 1:
+            # Every receiving process counts into one folder; the first one serves the sums.
+            folder = cfg.data_dir / "tmp" / f"metrics-{store_tmp_name(cfg)}"
+            METRICS.use_multiprocess(folder, fresh=not worker)
         self.engine: Engine = make_engine(cfg.database_url)
         ensure_schema(self.engine)
         self.sessions: sessionmaker[Session] = make_session_factory(self.engine)

@@ -127,7 +127,11 @@ class Handlers:
             inst_log.exception("C-STORE %s failed", rcv.sop_instance_uid)
             rsp = Dataset()
             rsp.Status = status.PROCESSING_FAILURE
-            rsp.ErrorComment = f"internal error: {type(exc).__name__}"[:64]
+            rsp.ErrorComment = status.error_comment("internal error", exc)
+            METRICS.inc(
+                "spacing_scp_instances_received_total",
+                status=f"0x{status.PROCESSING_FAILURE:04X}",
+            )
             self.stats(assoc).failed += 1
             return rsp
         METRICS.inc("spacing_scp_instances_received_total", status=f"0x{outcome.status:04X}")

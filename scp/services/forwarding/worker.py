@@ -64,11 +64,6 @@ DONE_STATUSES: frozenset[int] = dimse.SUCCESS_STATUSES | dimse.WARNING_STATUSES
 #: Seconds an association stays open waiting for more jobs before it is released.
 LINGER_S = 0.5
 
-METRICS.describe(
-    "spacing_scp_forward_sent_total",
-    "Forwarding attempts by destination and outcome (done, retry, dead)",
-)
-
 
 @dataclass(frozen=True)
 class WorkerSettings:
