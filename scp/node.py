@@ -6,11 +6,14 @@ running associations finish within a bound, aborts what is left and closes.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from pynetdicom import AE
@@ -36,6 +39,31 @@ from storage.filestore import FileStore
 log = logging.getLogger("spacing_scp.node")
 
 
+class StartupError(RuntimeError):
+    """The node cannot start here: a port in use, a data directory it cannot write.  The
+    message is one line naming the port or the folder (``spacing-scp serve`` prints it)."""
+
+
+def _bind_failure(what: str, host: str, port: int, exc: OSError) -> StartupError:
+    if exc.errno == errno.EADDRINUSE:
+        reason = "already in use (another process listens there)"
+    else:
+        reason = exc.strerror or str(exc)
+    return StartupError(f"{what} port {port} on {host}: {reason}")
+
+
+def check_data_dir(path: Path) -> None:
+    """Create ``path`` if needed and write a scratch file in it; :class:`StartupError`
+    naming the folder when that fails (read-only, not a folder, no permission)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StartupError(f"data directory {path} is not writable: {reason}") from None
+
+
 def store_tmp_name(cfg: Config, worker: int = 0) -> str:
     """This process's receive folder under ``tmp/``: host, port and process index name it."""
     host = "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname())
@@ -52,6 +80,7 @@ class Node:
         self.cfg = cfg
         self.worker = worker
         self.listen_fd = listen_fd
+        check_data_dir(cfg.data_dir)
         self.store = FileStore(cfg.data_dir, tmp_name=store_tmp_name(cfg, worker))
         if cfg.node.processes > 1:
             # Every receiving process counts into one folder; the first one serves the sums.
@@ -104,16 +133,19 @@ class Node:
         log.info(
             "effective configuration (%s): %s", self.cfg.source, json.dumps(self.cfg.effective())
         )
-        self.server = start_listener(
-            self.ae,
-            self.cfg,
-            evt_handlers=[
-                *self.policy.bindings(),
-                *transport_bindings(),
-                *self.handlers.bindings(),
-            ],
-            listen_fd=self.listen_fd,
-        )
+        try:
+            self.server = start_listener(
+                self.ae,
+                self.cfg,
+                evt_handlers=[
+                    *self.policy.bindings(),
+                    *transport_bindings(),
+                    *self.handlers.bindings(),
+                ],
+                listen_fd=self.listen_fd,
+            )
+        except OSError as exc:
+            raise _bind_failure("DICOM", self.cfg.node.host, self.cfg.node.port, exc) from None
         if self.cfg.http.enabled and not self.worker:
             app = build_app(
                 self.sessions,
@@ -123,7 +155,10 @@ class Node:
                 gauges=self.forwarder.gauges,
                 destinations=[d.name for d in self.cfg.destinations],
             )
-            self.api = ApiServer(app, self.cfg.http.host, self.cfg.http.port)
+            try:
+                self.api = ApiServer(app, self.cfg.http.host, self.cfg.http.port)
+            except OSError as exc:
+                raise _bind_failure("HTTP", self.cfg.http.host, self.cfg.http.port, exc) from None
             self.api.start()
             log.info("HTTP API on http://%s:%d", self.cfg.http.host, self.api.port)
         log.info(

@@ -63,11 +63,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the node until SIGTERM/SIGINT; 1 when an extra receiving process failed."""
     cfg = configuration(args)
     _setup_logging(cfg.logging.level, cfg.node.processes)
-    from scp.node import Node
+    from scp.node import Node, StartupError
 
     worker = int(args.worker or 0)
-    node = Node(cfg, worker=worker, listen_fd=args.listen_fd if worker else None)
-    node.start()
+    try:
+        node = Node(cfg, worker=worker, listen_fd=args.listen_fd if worker else None)
+    except StartupError as exc:
+        raise CliError(str(exc), EXIT_PROBLEM) from None
+    try:
+        node.start()
+    except StartupError as exc:
+        node.stop(grace_s=0)  # what started before the failure
+        raise CliError(str(exc), EXIT_PROBLEM) from None
     children = [] if worker else _start_workers(cfg.node.processes, node.listening_fd())
     stop = threading.Event()
     log = logging.getLogger("spacing_scp.node")
