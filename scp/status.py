@@ -54,10 +54,6 @@ def is_stored(status: int) -> bool:
     return status in SUCCESS_STATUSES or status in WARNING_STATUSES
 
 
-#: Error Comment (0000,0902) is LO: at most 64 characters (PS3.7 C.4.2.1.4, PS3.5 6.2).
-ERROR_COMMENT_MAX_CHARS: Final = 64
-
-
 def error_comment(what: str, exc: BaseException) -> str:
     """A short cause for an Error Comment (0000,0902): ``what: Type: first line of the
     message``, printable ASCII without backslash (LO, PS3.5 6.2), at most 64 characters.
@@ -72,7 +68,7 @@ def error_comment(what: str, exc: BaseException) -> str:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     text = f"{what}: {type(exc).__name__}" + (f": {detail}" if detail else "")
     text = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in text)
-    return text[:ERROR_COMMENT_MAX_CHARS]
+    return text[:64]  # Error Comment (0000,0902) is LO (PS3.7 C.4.2.1.4, PS3.5 6.2)
 
 
 def describe(status: int) -> str:
