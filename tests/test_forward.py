@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import time
 import urllib.error
@@ -172,8 +173,12 @@ def test_original_sends_received_bytes_annotated_sends_the_correction(
 
 
 def test_pacs_down_then_up_everything_arrives_once(
-    node_factory: Callable[..., Any], tmp_path: Path, database_url: str
+    node_factory: Callable[..., Any],
+    tmp_path: Path,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="spacing_scp.forward")
     pacs = Pacs(port=free_port())  # not listening yet
     node = _node(
         node_factory,
@@ -190,6 +195,9 @@ def test_pacs_down_then_up_everything_arrives_once(
     assert len({j["sop_instance_uid"] for j in jobs}) == 8
     assert {j["state"] for j in jobs} <= {"pending", "in_flight"}
     assert any("TCP connection failed" in (j["last_error"] or "") for j in jobs)
+    # The outage is one WARNING per pass, not one per job and retry.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings and all("job(s) wait, next try in" in m for m in warnings), warnings
     pacs.start()
     try:
         assert wait_until(lambda: len(pacs.uids()) == 8 and _settled(node, 8)(), timeout=15)

@@ -247,7 +247,15 @@ class DestinationWorker:
     def _settled(self, job_id: int) -> None:
         self._held.discard(job_id)
 
-    def _fail(self, job: outbox.ClaimedJob, error: str, status: int | None = None) -> None:
+    def _fail(
+        self,
+        job: outbox.ClaimedJob,
+        error: str,
+        status: int | None = None,
+        retry_level: int = logging.WARNING,
+    ) -> None:
+        """Count a failed attempt; ``retry_level``: the level of the job's line when it
+        will be retried (a job that is dead is always an ERROR)."""
         with write_session(self.sessions) as session:
             state = outbox.fail(
                 session,
@@ -264,7 +272,7 @@ class DestinationWorker:
         outcome = "dead" if state == outbox.DEAD else "retry"
         METRICS.inc("spacing_scp_forward_sent_total", destination=self.dest.name, outcome=outcome)
         log.log(
-            logging.ERROR if outcome == "dead" else logging.WARNING,
+            logging.ERROR if outcome == "dead" else retry_level,
             "forward %s: sop=%s %s: %s",
             self.dest.name,
             job.sop_instance_uid,
@@ -353,9 +361,16 @@ class DestinationWorker:
             self._failures, self.dest.retry_initial_s, self.dest.retry_max_s, self.rng
         )
         self._circuit_until = time.monotonic() + pause
-        log.warning("forward %s: %s; next try in %.1fs", self.dest.name, error, pause)
+        # One WARNING per pass, not one per job: an outage must not flood the log.
+        log.warning(
+            "forward %s: %s; %d job(s) wait, next try in %.1fs",
+            self.dest.name,
+            error,
+            len(group),
+            pause,
+        )
         for job in group:
-            self._fail(job, error)
+            self._fail(job, error, retry_level=logging.DEBUG)
 
     def _send_over(self, assoc: StoreAssociation, group: list[outbox.ClaimedJob]) -> None:
         for job in group:
