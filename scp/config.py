@@ -246,6 +246,25 @@ _SECTIONS: dict[str, type] = {
 _INTEGER = re.compile(r" *[+-]?[0-9]+ *")
 
 
+def integer(text: str) -> int:
+    """An integer setting or option given as text: the whole text, ASCII digits with an
+    optional sign and spaces around (``int()`` would take ``" 8\n"``, ``"1_000"`` and
+    non-ASCII digits).  Raises ``ValueError``."""
+    if not _INTEGER.fullmatch(text):
+        raise ValueError(f"{text!r} is not an integer")
+    return int(text)
+
+
+def number(text: str) -> float:
+    """A number setting or option given as text: a finite decimal as DS writes it (PS3.5
+    6.2; ``float()`` would take ``"nan"``, ``"inf"`` and ``"1_0"``).  Raises
+    ``ValueError``."""
+    value = parse_ds(text)
+    if value is None:
+        raise ValueError(f"{text!r} is not a number")
+    return value
+
+
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     """Check/convert ``value`` for a field annotated ``annotation``."""
     origin = get_origin(annotation)
@@ -267,7 +286,7 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if annotation is int:
         # The whole text: int() would take " 8\n", "1_000" and non-ASCII digits.
         if isinstance(value, str) and _INTEGER.fullmatch(value):
-            return int(value)
+            return integer(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         raise ConfigError(f"{key}: {value!r} is not an integer")

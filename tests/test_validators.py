@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from pydicom.dataset import Dataset
 
 from scp.api.params import SeriesQuery
-from scp.config import ConfigError, load_config
+from scp.config import ConfigError, integer, load_config, number
 from scp.pipeline.ds import DSKind, classify_ds, parse_ds
 from scp.pipeline.vr import ae_title_problem, is_da, is_finding_code, is_tm, parse_is
 from scp.services.find.errors import FindError
@@ -101,6 +101,8 @@ VALIDATORS = [
         _raises(parse_limit, ValueError),
         st.from_regex(re.compile(r"[1-9][0-9]{0,2}"), fullmatch=True),
     ),
+    Validator("option/variable integer", _raises(integer, ValueError), _IS, (" ", " ")),
+    Validator("option/variable number", _raises(number, ValueError), _DS, (" ", " ")),
     # C-FIND values lose their padding first (PS3.5 6.2: trailing NUL or space).
     Validator("C-FIND StudyDate", _cfind("StudyDate"), _DA, (" \x00", " \x00")),
     Validator("C-FIND StudyTime", _cfind("StudyTime"), _TM, (" \x00", " \x00")),
