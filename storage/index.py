@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, cast
 
@@ -407,14 +407,5 @@ def add_instance_finding(session: Session, instance_id: int, finding: FindingRow
     )
     if present is not None:
         return False
-    session.add(
-        InstanceFinding(
-            instance_id=instance_id,
-            code=finding.code,
-            severity=finding.severity,
-            message=finding.message,
-            rule=finding.rule,
-            tag=finding.tag,
-        )
-    )
+    session.add(InstanceFinding(instance_id=instance_id, **asdict(finding)))
     return True
