@@ -57,7 +57,6 @@ from scp.net import compat
 #: The loops below log what pynetdicom's log, under pynetdicom's logger names (the node
 #: keeps pynetdicom's loggers at WARNING and writes its own association lines).
 log = logging.getLogger("pynetdicom.association")
-dul_log = logging.getLogger("pynetdicom.dul")
 #: The one line the node writes when it aborts an association on input it cannot decode.
 abort_log = logging.getLogger("spacing_scp.association")
 
@@ -176,9 +175,7 @@ class EventDrivenDUL(compat.DULHook):
                 elif compat.is_transport_event(self):
                     idle_timer.restart()
             except Exception as exc:
-                dul_log.error("Exception in DUL.run(), aborting association")
-                dul_log.exception(exc)
-                self._abort()
+                self._abort_on(exc, "receiving")
                 return
 
             try:
@@ -193,17 +190,21 @@ class EventDrivenDUL(compat.DULHook):
                 # pynetdicom 3.0.4 lets this end the thread uncaught (a command set of
                 # garbage, a P-DATA on a context that was not accepted: ``'Dataset' object
                 # has no attribute 'CommandField'``): abort, and say so in one line.
-                peer = self.assoc.requestor.address_info
-                abort_log.warning(
-                    "aborting the association with %s: input it cannot decode (%s, %s: %s)",
-                    "?" if peer is None else f"{peer.address}:{peer.port}",
-                    event,
-                    type(exc).__name__,
-                    exc,
-                )
-                self._abort()
+                self._abort_on(exc, f"state machine event {event}")
                 return
             sleep = False
+
+    def _abort_on(self, exc: Exception, where: str) -> None:
+        """One WARNING line naming the peer and the error, then :meth:`_abort`."""
+        peer = self.assoc.requestor.address_info
+        abort_log.warning(
+            "aborting the association with %s: input it cannot decode (%s, %s: %s)",
+            "?" if peer is None else f"{peer.address}:{peer.port}",
+            where,
+            type(exc).__name__,
+            exc,
+        )
+        self._abort()
 
     def _abort(self) -> None:
         """Send an A-ABORT (service-provider, reason not specified: PS3.8 9.3.8) and end
