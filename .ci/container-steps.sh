@@ -13,6 +13,8 @@ HTTP=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 export SPACING_SCP_STORAGE_DATA_DIR="$DATA" SPACING_SCP_NODE_PORT="$PORT" SPACING_SCP_HTTP_PORT="$HTTP"
 "$VENV/bin/spacing-scp" serve --config config/spacing-scp.toml > "$DATA/node.log" 2>&1 &
 PID=$!
+# A failing step below must not leave the node running.
+trap 'kill -TERM "$PID" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
   if "$VENV/bin/spacing-scp" echo --host 127.0.0.1 >/dev/null 2>&1; then break; fi
   sleep 0.2

@@ -57,8 +57,11 @@ from scp.config_tables import (
     TlsConfig,
     _Section,
     _swap_rule,
+    integer,
+    number,
 )
 from scp.pipeline.policy import SpacingPolicy, SwapRule
+from scp.pipeline.vr import ae_title_problem
 from scp.series import Tolerance
 
 ENV_PREFIX = "SPACING_SCP_"
@@ -253,11 +256,9 @@ _SECTIONS: dict[str, type[_Section]] = {
 
 
 def _validate(cfg: Config) -> None:
-    title = cfg.node.ae_title
-    if not (1 <= len(title) <= 16) or not title.strip() or "\\" in title:
-        raise ConfigError("node.ae_title: 1 to 16 characters, not only spaces, no backslash")
-    if any(not (" " <= c < "\x7f") for c in title):
-        raise ConfigError("node.ae_title: only printable ASCII characters (PS3.5 6.2 AE)")
+    problem = ae_title_problem(cfg.node.ae_title)
+    if problem is not None:
+        raise ConfigError(f"node.ae_title: {cfg.node.ae_title!r} is not an AE title: {problem}")
     for key, port in (("node.port", cfg.node.port), ("http.port", cfg.http.port)):
         if not 0 <= port <= 65535:
             raise ConfigError(f"{key}: {port} is not a TCP port (0-65535)")
@@ -416,8 +417,10 @@ __all__ = [
     "SeriesConfig",
     "StorageConfig",
     "TlsConfig",
+    "integer",
     "json_schema",
     "load_config",
+    "number",
 ]
 
 

@@ -8,16 +8,60 @@ its table (``url: required``), which :mod:`scp.config` prefixes with the table's
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from scp.pipeline.ds import parse_ds
 from scp.pipeline.policy import SWAP_MATCH_KEYS, SWAPPABLE_ATTRIBUTES, SwapRule
+from scp.pipeline.vr import ae_title_problem
 
 
 class ConfigError(ValueError):
     """A configuration key or value is wrong; the message names the key."""
+
+
+#: An integer setting given as text (environment variables, options): ASCII digits.
+_INTEGER = re.compile(r" *[+-]?[0-9]+ *")
+
+
+def integer(text: str) -> int:
+    """An integer setting or option given as text: the whole text, ASCII digits with an
+    optional sign and spaces around (``int()`` would take ``" 8\n"``, ``"1_000"`` and
+    non-ASCII digits).  Raises ``ValueError``."""
+    if not _INTEGER.fullmatch(text):
+        raise ValueError(f"{text!r} is not an integer")
+    return int(text)
+
+
+def number(text: str) -> float:
+    """A number setting or option given as text: a finite decimal as DS writes it (PS3.5
+    6.2; ``float()`` would take ``"nan"``, ``"inf"`` and ``"1_0"``).  Raises
+    ``ValueError``."""
+    value = parse_ds(text)
+    if value is None:
+        raise ValueError(f"{text!r} is not a number")
+    return value
+
+
+def _whole_number(value: Any, annotation: Any) -> Any:
+    """Integer and number settings checked on the whole value before pydantic's lax
+    conversion (which would take ``"8\n"``, ``"nan"``, ``8.5`` truncated or ``true``)."""
+    if annotation is int:
+        if isinstance(value, bool | float):
+            raise ValueError(f"{value!r} is not an integer")
+        return integer(value) if isinstance(value, str) else value
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is not a number")
+        if isinstance(value, str):
+            return number(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a number")
+    return value
 
 
 class _Section(BaseModel):
@@ -36,7 +80,7 @@ class _Section(BaseModel):
             return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
         if info.field_name == "level" and isinstance(value, str):
             return value.upper()
-        return value
+        return _whole_number(value, field.annotation if field is not None else None)
 
 
 class NodeConfig(_Section):
@@ -190,8 +234,11 @@ class Destination(_Section):
         if stow:
             _check_stow(self)
         else:
-            if not (1 <= len(self.ae_title) <= 16) or "\\" in self.ae_title:
-                raise ValueError("ae_title: 1 to 16 characters, no backslash")
+            for key in ("ae_title", "calling_ae_title"):
+                title = getattr(self, key)
+                problem = ae_title_problem(title)
+                if problem is not None and (key == "ae_title" or title):
+                    raise ValueError(f"{key}: {title!r} is not an AE title: {problem}")
             if not 1 <= self.port <= 65535:
                 raise ValueError(f"port: {self.port} is not a TCP port")
         if self.max_attempts < 1:

@@ -1,82 +1,127 @@
-"""In-process counters and histograms, exposed as Prometheus text (``GET /metrics``)."""
+"""The node's counters and histograms, through ``prometheus_client`` (``GET /metrics``).
+
+Every metric is declared here, by the name and labels it is exposed under
+(``spacing_scp_instances_received_total{status="0x0000"}``...); callers count with
+:meth:`Metrics.inc` and :meth:`Metrics.observe_ms`.  With ``[node] processes`` above 1 the
+node switches to ``prometheus_client``'s multiprocess mode (:meth:`Metrics.use_multiprocess`):
+each receiving process writes its values to files in one folder and ``/metrics``, served
+by the first process, sums them over all processes (extra processes' counts included, and
+kept after one of them ended).  Values are written by ``prometheus_client`` as full
+numbers (3000001, never ``3e+06``).
+"""
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
+import os
+import shutil
+from pathlib import Path
 
-_LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector
+
+#: Histogram bucket bounds, in seconds (1 ms to 10 s).
+LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10)
+
+#: Counter name (as exposed, with ``_total``) -> (help text, label names).
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "spacing_scp_instances_received_total": (
+        "C-STORE requests answered, by status",
+        ("status",),
+    ),
+    "spacing_scp_findings_total": (
+        "Spacing findings raised, by code and severity",
+        ("code", "severity"),
+    ),
+    "spacing_scp_associations_total": ("Associations ended, by how they ended", ("end",)),
+    "spacing_scp_forward_sent_total": (
+        "Forwarding attempts by destination and outcome (done, retry, dead)",
+        ("destination", "outcome"),
+    ),
+    "spacing_scp_find_total": (
+        "C-FIND requests answered, by level and status",
+        ("level", "status"),
+    ),
+    "spacing_scp_stow_instances_total": (
+        "STOW-RS parts by the C-STORE status they were given",
+        ("status",),
+    ),
+}
+#: Histogram name -> help text (no labels; values in seconds).
+HISTOGRAMS: dict[str, str] = {
+    "spacing_scp_store_seconds": "Time from receive to answer per instance",
+    "spacing_scp_find_seconds": "Time to answer a C-FIND request",
+}
+
+# ``*_created`` samples would add a series per label set that no dashboard of ours reads.
+prometheus_client.disable_created_metrics()
 
 
-def _labels(labels: tuple[tuple[str, str], ...]) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(
-        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in labels
-    )
-    return "{" + inner + "}"
+def _number(value: float) -> str:
+    """A gauge value as the exposition format writes it: ``3000001``, ``0.25``."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 class Metrics:
-    """A tiny thread-safe metrics registry (no dependency on prometheus_client)."""
+    """The node's metrics in one ``prometheus_client`` registry (thread-safe)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counters: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
-        self._help: dict[str, str] = {}
-        self._hist: dict[str, list[int]] = {}
-        self._hist_sum: dict[str, float] = defaultdict(float)
-        self._hist_count: dict[str, int] = defaultdict(int)
+        self.multiprocess_dir: Path | None = None
+        self._build()
 
-    def describe(self, name: str, text: str) -> None:
-        self._help[name] = text
+    def _build(self) -> None:
+        self.registry = CollectorRegistry()
+        self._counters = {
+            name: Counter(name, text, labels, registry=self.registry)
+            for name, (text, labels) in COUNTERS.items()
+        }
+        self._histograms = {
+            name: Histogram(name, text, buckets=LATENCY_BUCKETS_S, registry=self.registry)
+            for name, text in HISTOGRAMS.items()
+        }
+
+    def use_multiprocess(self, directory: Path, *, fresh: bool) -> None:
+        """Count in files under ``directory``, shared by the node's processes (sets
+        ``PROMETHEUS_MULTIPROC_DIR``, which the extra processes inherit).  ``fresh``: the
+        first process empties the folder (values of an earlier run).  Call before anything
+        is counted in this process."""
+        if fresh:
+            shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+        # prometheus_client picks its value class from the variable when it is imported;
+        # the node reads its configuration later, so it picks it again here (once).
+        if not getattr(values.ValueClass, "_multiprocess", False):
+            values.ValueClass = values.MultiProcessValue()
+        self.multiprocess_dir = directory
+        self._build()
 
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            series = self._counters[name]
-            series[key] = series.get(key, 0.0) + value
+        """Add ``value`` to the counter ``name`` (a key of :data:`COUNTERS`)."""
+        counter = self._counters[name]
+        (counter.labels(**labels) if labels else counter).inc(value)
 
     def observe_ms(self, name: str, value_ms: float) -> None:
-        with self._lock:
-            buckets = self._hist.setdefault(name, [0] * len(_LATENCY_BUCKETS_MS))
-            for i, bound in enumerate(_LATENCY_BUCKETS_MS):
-                if value_ms <= bound:
-                    buckets[i] += 1
-            self._hist_sum[name] += value_ms / 1000.0
-            self._hist_count[name] += 1
+        """Record ``value_ms`` milliseconds in the histogram ``name`` (in seconds)."""
+        self._histograms[name].observe(value_ms / 1000.0)
 
     def render(self, gauges: dict[str, float] | None = None) -> str:
-        lines: list[str] = []
-        with self._lock:
-            for name, series in sorted(self._counters.items()):
-                if name in self._help:
-                    lines.append(f"# HELP {name} {self._help[name]}")
-                lines.append(f"# TYPE {name} counter")
-                for key, value in sorted(series.items()):
-                    lines.append(f"{name}{_labels(key)} {value:g}")
-            for name, buckets in sorted(self._hist.items()):
-                if name in self._help:
-                    lines.append(f"# HELP {name} {self._help[name]}")
-                lines.append(f"# TYPE {name} histogram")
-                for bound, count in zip(_LATENCY_BUCKETS_MS, buckets, strict=True):
-                    lines.append(f'{name}_bucket{{le="{bound / 1000:g}"}} {count}')
-                lines.append(f'{name}_bucket{{le="+Inf"}} {self._hist_count[name]}')
-                lines.append(f"{name}_sum {self._hist_sum[name]:g}")
-                lines.append(f"{name}_count {self._hist_count[name]}")
+        """The text exposition (format 0.0.4) of every process's metrics, then ``gauges``
+        (name, labels included, -> value: computed by the caller at scrape time)."""
+        if self.multiprocess_dir is not None:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, str(self.multiprocess_dir))
+        else:
+            registry = self.registry
+        lines = [generate_latest(registry).decode().rstrip("\n")]
         typed: set[str] = set()
         for name, value in sorted((gauges or {}).items()):
             base = name.split("{", 1)[0]  # a gauge name may carry its labels
             if base not in typed:
                 typed.add(base)
                 lines.append(f"# TYPE {base} gauge")
-            lines.append(f"{name} {value:g}")
+            lines.append(f"{name} {_number(value)}")
         return "\n".join(lines) + "\n"
 
 
 METRICS = Metrics()
-METRICS.describe("spacing_scp_instances_received_total", "C-STORE requests answered, by status")
-METRICS.describe("spacing_scp_findings_total", "Spacing findings raised, by code and severity")
-METRICS.describe("spacing_scp_store_seconds", "Time from receive to answer per instance")
-METRICS.describe("spacing_scp_associations_total", "Associations ended, by how they ended")

@@ -6,11 +6,14 @@ running associations finish within a bound, aborts what is left and closes.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from pynetdicom import AE
@@ -20,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from scp.api.app import build_app
 from scp.api.server import ApiServer
 from scp.config import Config
+from scp.metrics import METRICS
 from scp.net.ae import build_ae, configure_pynetdicom
 from scp.net.handlers import Handlers
 from scp.net.policy import AssociationPolicy
@@ -35,6 +39,31 @@ from storage.db import ensure_schema, make_engine, make_session_factory
 from storage.filestore import FileStore
 
 log = logging.getLogger("spacing_scp.node")
+
+
+class StartupError(RuntimeError):
+    """The node cannot start here: a port in use, a data directory it cannot write.  The
+    message is one line naming the port or the folder (``spacing-scp serve`` prints it)."""
+
+
+def _bind_failure(what: str, host: str, port: int, exc: OSError) -> StartupError:
+    if exc.errno == errno.EADDRINUSE:
+        reason = "already in use (another process listens there)"
+    else:
+        reason = exc.strerror or str(exc)
+    return StartupError(f"{what} port {port} on {host}: {reason}")
+
+
+def check_data_dir(path: Path) -> None:
+    """Create ``path`` if needed and write a scratch file in it; :class:`StartupError`
+    naming the folder when that fails (read-only, not a folder, no permission)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StartupError(f"data directory {path} is not writable: {reason}") from None
 
 
 def store_tmp_name(cfg: Config, worker: int = 0) -> str:
@@ -53,7 +82,12 @@ class Node:
         self.cfg = cfg
         self.worker = worker
         self.listen_fd = listen_fd
+        check_data_dir(cfg.data_dir)
         self.store = FileStore(cfg.data_dir, tmp_name=store_tmp_name(cfg, worker))
+        if cfg.node.processes > 1:
+            # Every receiving process counts into one folder; the first one serves the sums.
+            folder = cfg.data_dir / "tmp" / f"metrics-{store_tmp_name(cfg)}"
+            METRICS.use_multiprocess(folder, fresh=not worker)
         self.engine: Engine = make_engine(cfg.database_url)
         ensure_schema(self.engine)
         self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
@@ -113,16 +147,19 @@ class Node:
         log.info(
             "effective configuration (%s): %s", self.cfg.source, json.dumps(self.cfg.effective())
         )
-        self.server = start_listener(
-            self.ae,
-            self.cfg,
-            evt_handlers=[
-                *self.policy.bindings(),
-                *transport_bindings(),
-                *self.handlers.bindings(),
-            ],
-            listen_fd=self.listen_fd,
-        )
+        try:
+            self.server = start_listener(
+                self.ae,
+                self.cfg,
+                evt_handlers=[
+                    *self.policy.bindings(),
+                    *transport_bindings(),
+                    *self.handlers.bindings(),
+                ],
+                listen_fd=self.listen_fd,
+            )
+        except OSError as exc:
+            raise _bind_failure("DICOM", self.cfg.node.host, self.cfg.node.port, exc) from None
         if self.cfg.http.enabled and not self.worker:
             app = build_app(
                 self.sessions,
@@ -137,7 +174,10 @@ class Node:
                 wake=self.forwarder.wake,
                 dicomweb=self.dicomweb,
             )
-            self.api = ApiServer(app, self.cfg.http.host, self.cfg.http.port)
+            try:
+                self.api = ApiServer(app, self.cfg.http.host, self.cfg.http.port)
+            except OSError as exc:
+                raise _bind_failure("HTTP", self.cfg.http.host, self.cfg.http.port, exc) from None
             self.api.start()
             log.info("HTTP API on http://%s:%d", self.cfg.http.host, self.api.port)
         log.info(

@@ -54,6 +54,23 @@ def is_stored(status: int) -> bool:
     return status in SUCCESS_STATUSES or status in WARNING_STATUSES
 
 
+def error_comment(what: str, exc: BaseException) -> str:
+    """A short cause for an Error Comment (0000,0902): ``what: Type: first line of the
+    message``, printable ASCII without backslash (LO, PS3.5 6.2), at most 64 characters.
+    Paths and SQL beyond the first line stay in the log; a database driver's error
+    (SQLAlchemy's ``orig``) is named rather than its wrapper."""
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, BaseException):
+        exc = orig
+    if isinstance(exc, OSError) and exc.strerror:
+        detail = exc.strerror  # not the path: the data directory's layout stays in the log
+    else:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = f"{what}: {type(exc).__name__}" + (f": {detail}" if detail else "")
+    text = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in text)
+    return text[:64]  # Error Comment (0000,0902) is LO (PS3.7 C.4.2.1.4, PS3.5 6.2)
+
+
 def describe(status: int) -> str:
     """A short human-readable name for a status code."""
     return _NAMES.get(status, f"0x{status:04X}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -34,6 +35,11 @@ class SchemaOutdated(RuntimeError):
     """The database schema is older than this version of the node."""
 
 
+class WriterQueueTimeout(TimeoutError):
+    """A write transaction waited longer than the busy timeout for its turn: another
+    thread or process holds the SQLite write lock and does not let go."""
+
+
 class SQLiteWriterQueue:
     """Write transactions on one SQLite database take turns here before ``BEGIN IMMEDIATE``.
 
@@ -44,9 +50,15 @@ class SQLiteWriterQueue:
     ``flock`` of ``<database>.writelock``; both wake the next writer as soon as the last
     one commits.  Measured on bench W4 with ``[node] processes = 2``: 210 -> 235 inst/s.
     SQLite's own locking still guards correctness; this only orders the waiting.
+
+    Both waits are bounded by ``timeout_s`` (SQLite's busy timeout): a writer stuck in
+    another thread or process makes the others fail with :class:`WriterQueueTimeout`
+    naming the lock file, never wait forever.  The ``flock`` is taken without blocking,
+    retried every 0.1 to 2 ms: a blocking ``flock`` cannot time out.
     """
 
-    def __init__(self, database: str | None) -> None:
+    def __init__(self, database: str | None, timeout_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000):
+        self.timeout_s = timeout_s
         self._lock = threading.RLock()
         self._depth = 0
         in_memory = not database or database == ":memory:" or database.startswith("file:")
@@ -55,13 +67,17 @@ class SQLiteWriterQueue:
 
     @contextmanager
     def turn(self) -> Iterator[None]:
-        with self._lock:
+        """This thread's turn to write; :class:`WriterQueueTimeout` after ``timeout_s``."""
+        deadline = time.monotonic() + self.timeout_s
+        if not self._lock.acquire(timeout=self.timeout_s):
+            raise WriterQueueTimeout(self._waited("another thread of this process"))
+        try:
             self._depth += 1
             try:
                 if self._depth == 1 and self._path is not None:
                     if self._fd is None:
                         self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-                    fcntl.flock(self._fd, fcntl.LOCK_EX)
+                    self._flock(self._fd, deadline)
                 try:
                     yield
                 finally:
@@ -69,6 +85,26 @@ class SQLiteWriterQueue:
                         fcntl.flock(self._fd, fcntl.LOCK_UN)
             finally:
                 self._depth -= 1
+        finally:
+            self._lock.release()
+
+    def _flock(self, fd: int, deadline: float) -> None:
+        pause = 0.0001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise WriterQueueTimeout(self._waited("another process")) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
+
+    def _waited(self, holder: str) -> str:
+        return (
+            f"waited {self.timeout_s:g} s for the SQLite write lock {self._path or ''}: "
+            f"{holder} holds it and does not let go"
+        )
 
 
 _WRITER_QUEUES: weakref.WeakKeyDictionary[Engine, SQLiteWriterQueue] = weakref.WeakKeyDictionary()

@@ -24,6 +24,13 @@ from storage.uids import instance_relpath
 
 _BACKUP_SUFFIX = ".prev"
 _LOCK_STRIPES = 256
+#: Longest wait, in seconds, for the lock of one SOP Instance UID (a store of the same
+#: instance by another association holds it: writing the file and indexing it).
+LOCK_TIMEOUT_S = 120.0
+
+
+class StoreBusy(TimeoutError):
+    """The lock of a SOP Instance UID stayed held longer than :data:`LOCK_TIMEOUT_S`."""
 
 
 @dataclass
@@ -64,14 +71,23 @@ class FileStore:
         for d in (self.root, self.instances, self.originals, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self.lock_timeout_s = LOCK_TIMEOUT_S
 
     # -- locking -------------------------------------------------------------------------
     @contextlib.contextmanager
     def locked(self, sop_instance_uid: str) -> Iterator[None]:
-        """Serialize work on one SOP Instance UID within this process."""
+        """Serialize work on one SOP Instance UID within this process; :class:`StoreBusy`
+        after :data:`LOCK_TIMEOUT_S` seconds of waiting."""
         lock = self._locks[zlib.crc32(sop_instance_uid.encode()) % _LOCK_STRIPES]
-        with lock:
+        if not lock.acquire(timeout=self.lock_timeout_s):
+            raise StoreBusy(
+                f"another store of {sop_instance_uid} (or of one sharing its lock) has held "
+                f"the lock for over {self.lock_timeout_s:g} s"
+            )
+        try:
             yield
+        finally:
+            lock.release()
 
     # -- paths ---------------------------------------------------------------------------
     def relpath(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:

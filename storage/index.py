@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, cast
 
@@ -395,3 +395,18 @@ def record_instance(
             },
         )
     return IndexedInstance(instance_id, series_id, resend), resend
+
+
+def add_instance_finding(session: Session, instance_id: int, finding: FindingRow) -> bool:
+    """Record ``finding`` on an indexed instance unless it carries that code already (a
+    finding met after ingest: an annotation that failed on the way out).  ``True`` when
+    added."""
+    present = session.scalar(
+        select(InstanceFinding.id).where(
+            InstanceFinding.instance_id == instance_id, InstanceFinding.code == finding.code
+        )
+    )
+    if present is not None:
+        return False
+    session.add(InstanceFinding(instance_id=instance_id, **asdict(finding)))
+    return True

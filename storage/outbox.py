@@ -41,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from storage.models import ForwardJob, Instance, Series
-from storage.queries import decode_cursor, encode_cursor
+from storage.queries import BadQuery, decode_cursor, encode_cursor
 
 PENDING = "pending"
 IN_FLIGHT = "in_flight"
@@ -569,7 +569,7 @@ def list_jobs(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Jobs, newest first, a keyset page (cursor on the job id) at a time."""
     if state and state not in STATES:
-        raise ValueError(f"state must be one of {', '.join(STATES)}")
+        raise BadQuery(f"state must be one of {', '.join(STATES)}")
     query = (
         select(ForwardJob, Instance, Series.series_instance_uid)
         .join(Instance, ForwardJob.instance_id == Instance.id)

@@ -24,7 +24,13 @@ MAX_LIMIT = 1000
 
 
 class NotFound(LookupError):
-    pass
+    """No such series, instance or study in the index (HTTP 404)."""
+
+
+class BadQuery(ValueError):
+    """A query the client got wrong: a cursor this API did not issue, a limit out of range,
+    an unknown state (HTTP 400, the message as the problem's detail).  Any other
+    ``ValueError`` met while answering is the node's own fault (HTTP 500, no detail)."""
 
 
 def encode_cursor(row_id: int) -> str:
@@ -35,22 +41,22 @@ def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         version, _, value = raw.partition(":")
-        if version != "v1":
+        # The whole text, ASCII digits only: int() would take " 7\n" or non-ASCII digits.
+        if version != "v1" or not (value.isascii() and value.isdigit()):
             raise ValueError
         return int(value)
     except (ValueError, UnicodeDecodeError):
-        raise ValueError(f"cursor {cursor!r} is not one this API issued") from None
+        raise BadQuery(f"cursor {cursor!r} is not one this API issued") from None
 
 
 def parse_limit(value: str | None, default: int = 100) -> int:
     if value in (None, ""):
         return default
-    try:
-        limit = int(value)
-    except ValueError:
-        raise ValueError(f"limit {value!r} is not an integer") from None
+    if not (value.isascii() and value.isdigit()):  # the whole text: not " 7\n", not "1_0"
+        raise BadQuery(f"limit {value!r} is not an integer")
+    limit = int(value)
     if not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+        raise BadQuery(f"limit must be between 1 and {MAX_LIMIT}")
     return limit
 
 
@@ -112,7 +118,9 @@ def select_series_page(
             .where(InstanceFinding.code == code)
         )
         query = query.where(
-            Series.finding_codes.contains(f",{code},") | Series.id.in_(with_instance_finding)
+            # autoescape: a ``_`` or ``%`` in the code is matched as itself, not a wildcard.
+            Series.finding_codes.contains(f",{code},", autoescape=True)
+            | Series.id.in_(with_instance_finding)
         )
     if received_after is not None:
         query = query.where(Series.last_received_at > received_after)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+#: Used with ``fullmatch``: ``match`` with ``$`` would accept a trailing newline.
+_UID_RE = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 UID_MAX_LENGTH = 64
 
 
@@ -42,7 +43,7 @@ def check_uid(value: object, keyword: str = "UID") -> str:
         raise InvalidUID(keyword, value, "empty")
     if len(uid) > UID_MAX_LENGTH:
         raise InvalidUID(keyword, value, f"longer than {UID_MAX_LENGTH} characters")
-    if not _UID_RE.match(uid):
+    if not _UID_RE.fullmatch(uid):
         raise InvalidUID(keyword, value, "only digits separated by single dots are allowed")
     return uid
 

@@ -320,6 +320,10 @@ class _Broken(queries.IndexQueries):
     def get_instance(self, session: Any, sop_instance_uid: str) -> dict[str, Any]:
         return {"sop_instance_uid": sop_instance_uid, "password": "secret internal detail"}
 
+    def list_instances(self, *args: Any, **kwargs: Any) -> tuple[list[dict[str, Any]], None]:
+        # A ValueError is not the client's fault by itself (a corrupt stored state, say).
+        raise ValueError("geometry_state of series 7 is not JSON: secret internal detail")
+
 
 @contextmanager
 def _serve(app: Any) -> Iterator[ApiServer]:
@@ -347,7 +351,7 @@ def test_internal_errors_are_500_problems_without_detail(
     app = build_app(node.sessions, _Broken(60.0), "SPACING_SCP")
     doc = app.openapi()
     with _serve(app) as api:
-        for path in ("/series/1.2.3", "/instances/1.2.3"):
+        for path in ("/series/1.2.3", "/instances/1.2.3", "/series/1.2.3/instances"):
             status, ctype, body = _get(api.port, path)
             assert (status, ctype) == (500, PROBLEM)
             assert json.loads(body) == {

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -391,6 +392,66 @@ def test_expected_failures_are_one_line_without_traceback(tmp_path: Path) -> Non
     bad_env = {"SPACING_SCP_NODE_PORT": "abc"}
     one_line(_shell("echo", cwd=tmp_path, env=bad_env), 2, "SPACING_SCP_NODE_PORT")
     assert _shell("--help", cwd=tmp_path, env=bad_env).returncode == 0
+
+
+def _listening(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+#: Every start-up failure of ``serve`` (docs/operations.md lists them): the case, the
+#: setup (tmp_path, DICOM port, HTTP port -> extra arguments, environment), the exit code
+#: and what the one line says.
+START_UP_FAILURES = [
+    ("DICOM port in use", "dicom-busy", 1, "DICOM port {port} on 127.0.0.1: already in use"),
+    ("HTTP port in use", "http-busy", 1, "HTTP port {http} on 127.0.0.1: already in use"),
+    ("data directory under a file", "data-file", 1, "data directory {tmp}/file/data is not"),
+    ("bad environment value", "env", 2, "SPACING_SCP_NODE_MAX_ASSOCIATIONS: node.max_"),
+    ("database unreachable", "db-down", 1, "database error: "),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "text"),
+    [(c, code, t) for _, c, code, t in START_UP_FAILURES],
+    ids=[name for name, *_ in START_UP_FAILURES],
+)
+def test_serve_start_up_failures_are_one_line(
+    tmp_path: Path, case: str, code: int, text: str
+) -> None:
+    port, http = free_port(), free_port()
+    data = tmp_path / "data"
+    env = {"SPACING_SCP_STORAGE_MIN_FREE_MB": "0"}
+    held: list[socket.socket] = []
+    if case == "dicom-busy":
+        held.append(_listening(port))
+    elif case == "http-busy":
+        held.append(_listening(http))
+    elif case == "data-file":
+        (tmp_path / "file").write_text("not a folder")
+        data = tmp_path / "file" / "data"
+    elif case == "env":
+        env["SPACING_SCP_NODE_MAX_ASSOCIATIONS"] = "8\n"
+    elif case == "db-down":
+        env["SPACING_SCP_STORAGE_DATABASE_URL"] = f"postgresql://nobody@127.0.0.1:{free_port()}/x"
+    try:
+        out = _shell(
+            *("serve", "--host", "127.0.0.1", "--port", str(port), "--http-port", str(http)),
+            *("--data-dir", str(data)),
+            cwd=tmp_path,
+            env=env,
+        )
+    finally:
+        for sock in held:
+            sock.close()
+    assert out.returncode == code, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("spacing-scp")]
+    assert errors == [out.stderr.splitlines()[-1]], out.stderr
+    expected = text.format(port=port, http=http, tmp=tmp_path)
+    assert errors[0].startswith("spacing-scp serve: ") and expected in errors[0], out.stderr
 
 
 def test_serve_and_echo_take_their_options(

@@ -8,9 +8,16 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
-from storage.db import SQLiteWriterQueue, make_engine, make_session_factory, write_session
+from storage.db import (
+    SQLiteWriterQueue,
+    WriterQueueTimeout,
+    make_engine,
+    make_session_factory,
+    write_session,
+)
 
 _TRY_LOCK = (
     "import fcntl, os, sys\n"
@@ -78,3 +85,55 @@ def test_write_session_queues_on_the_engines_lock(tmp_path: Path) -> None:
         assert not _other_process_can_lock(tmp_path / "index.sqlite3.writelock")
     assert _other_process_can_lock(tmp_path / "index.sqlite3.writelock")
     engine.dispose()
+
+
+_HOLD_LOCK = (
+    "import fcntl, os, sys, time\n"
+    "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+    "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+    "print('held', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_a_stuck_writer_in_another_process_bounds_the_wait(tmp_path: Path) -> None:
+    """A process that keeps the write lock makes the others fail after the busy timeout
+    with an error naming the lock file (issue 16), instead of stalling every writer."""
+    db = tmp_path / "index.sqlite3"
+    lock_file = tmp_path / "index.sqlite3.writelock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(lock_file)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        queue = SQLiteWriterQueue(str(db), timeout_s=0.5)
+        started = time.monotonic()
+        expected = r"waited 0\.5 s .*index\.sqlite3\.writelock"
+        with pytest.raises(WriterQueueTimeout, match=expected), queue.turn():
+            pass
+        assert 0.5 <= time.monotonic() - started < 3
+    finally:
+        holder.kill()
+        holder.wait()
+    with SQLiteWriterQueue(str(db), timeout_s=0.5).turn():  # free again once it is gone
+        pass
+
+
+def test_a_stuck_writer_thread_bounds_the_wait(tmp_path: Path) -> None:
+    queue = SQLiteWriterQueue(str(tmp_path / "index.sqlite3"), timeout_s=0.3)
+    held, release = threading.Event(), threading.Event()
+
+    def stuck() -> None:
+        with queue.turn():
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=stuck)
+    thread.start()
+    try:
+        assert held.wait(10)
+        with pytest.raises(WriterQueueTimeout, match="another thread"), queue.turn():
+            pass
+    finally:
+        release.set()
+        thread.join(10)

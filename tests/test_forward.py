@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import time
 import urllib.error
@@ -172,8 +173,12 @@ def test_original_sends_received_bytes_annotated_sends_the_correction(
 
 
 def test_pacs_down_then_up_everything_arrives_once(
-    node_factory: Callable[..., Any], tmp_path: Path, database_url: str
+    node_factory: Callable[..., Any],
+    tmp_path: Path,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="spacing_scp.forward")
     pacs = Pacs(port=free_port())  # not listening yet
     node = _node(
         node_factory,
@@ -190,6 +195,9 @@ def test_pacs_down_then_up_everything_arrives_once(
     assert len({j["sop_instance_uid"] for j in jobs}) == 8
     assert {j["state"] for j in jobs} <= {"pending", "in_flight"}
     assert any("TCP connection failed" in (j["last_error"] or "") for j in jobs)
+    # The outage is one WARNING per pass, not one per job and retry.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings and all("job(s) wait, next try in" in m for m in warnings), warnings
     pacs.start()
     try:
         assert wait_until(lambda: len(pacs.uids()) == 8 and _settled(node, 8)(), timeout=15)
@@ -453,5 +461,33 @@ def test_http_endpoints_metrics_and_cli_status_retry_requeue(
         assert cli_main(["forward", "retry", "--destination", "nowhere", *base]) == 2
         bad = ["forward", "requeue", "--series", "1.2.3", "--destination", "pacs"]
         assert cli_main([*bad, "--config", str(config), *base]) == 2
+    finally:
+        pacs.stop()
+
+
+def test_annotation_failure_sends_the_stored_instance_with_a_finding(
+    node_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Every private block of group 0009 belongs to another creator, so the annotation
+    cannot reserve one (``ValueError``): the instance goes out as stored, once, and carries
+    the FORWARD_UNANNOTATED finding; the job is done, not retried until dead."""
+    pacs = Pacs(ae_title="ANN").start()
+    try:
+        node = _node(node_factory, tmp_path / "data", [_dest("ann", pacs.port, "ANN")])
+        ds = ct_dataset()
+        for element in range(0x10, 0x100):
+            ds.add_new((0x0009, element), "LO", f"OTHER {element:02X}")
+        src = write(ds, tmp_path / "full-private.dcm")
+        assert [r.status for r in send_files(node.port, [src])] == [0x0000]
+        assert wait_until(_settled(node, 1))
+        [job] = _jobs(node)
+        assert (job["state"], job["attempts"]) == ("done", 1)
+        got = pacs.by_uid()[ds.SOPInstanceUID]
+        assert got.data == dataset_bytes(src)  # as stored (nothing to correct in it)
+        assert read_annotation(got.dataset()) == {}
+        status, inst = _get(node, f"/instances/{ds.SOPInstanceUID}")
+        assert status == 200
+        [finding] = [f for f in inst["findings"] if f["code"] == "FORWARD_UNANNOTATED"]
+        assert finding["severity"] == "warning" and "ValueError" in finding["message"]
     finally:
         pacs.stop()

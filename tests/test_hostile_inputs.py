@@ -12,6 +12,7 @@ abort, and after each one:
 
 from __future__ import annotations
 
+import logging
 import random
 import struct
 import time
@@ -391,4 +392,34 @@ def test_many_hostile_peers_at_once(ctx: Ctx) -> None:
     for p in peers:
         assert p.closed_within(8) is not None
         p.close()
+    assert_unharmed(ctx)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [_command(1, b"\xde\xad\xbe\xef" * 8), _command(77, b"\x00" * 8)],
+    ids=["a command set of garbage", "a context that was not accepted"],
+)
+def test_undecodable_input_is_one_abort_and_one_line(
+    ctx: Ctx, payload: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reactor thread answers with an A-ABORT and one log line: no uncaught exception
+    (pytest's unhandled-thread-exception warning is an error), no traceback."""
+    caplog.set_level(logging.INFO)
+    peer = _exchange(ctx, payload, associate_first=True)
+    try:
+        assert peer.closed_within(8) is not None
+    except PeerClosed:
+        pass
+    finally:
+        peer.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not [
+        r for r in caplog.records if "aborting the association" in r.getMessage()
+    ]:
+        time.sleep(0.05)
+    lines = [r for r in caplog.records if "aborting the association" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+    assert "input it cannot decode" in lines[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.ERROR]
     assert_unharmed(ctx)

@@ -27,6 +27,7 @@ from storage.models import (
     Study,
 )
 from storage.positions import neighbours
+from storage.queries import select_series_page
 from tests.dicom_factory import new_uid
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -228,3 +229,19 @@ def test_concurrent_writers_of_one_new_series(database_url: str) -> None:
     finally:
         for e in engines:
             e.dispose()
+
+
+@pytest.mark.parametrize("wildcard", ["SLICE_MISSIN_", "SLICE%", "%", "_"])
+def test_series_code_filter_matches_the_code_literally(
+    sessions: sessionmaker[Session], wildcard: str
+) -> None:
+    """The code filter (HTTP ``GET /series?code=``) escapes LIKE: ``_`` and ``%`` in a code
+    are themselves, not wildcards (as C-FIND escapes them, PS3.4 C.2.2.2.4)."""
+    series_uid = new_uid()
+    with write_session(sessions) as session:
+        index_instance(session, _entry(new_uid(), series_uid, new_uid(), 0.0))
+        _series(session, series_uid).finding_codes = ",SLICE_MISSING,"
+    with sessions() as session:
+        found, _ = select_series_page(session, code="SLICE_MISSING")
+        assert [s.series_instance_uid for s, _ in found] == [series_uid]
+        assert select_series_page(session, code=wildcard)[0] == []

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from scp import status
 from tests.conftest import send_files
@@ -155,6 +159,20 @@ def test_several_processes_share_the_port(node_process: Any, tmp_path: Path) -> 
     assert len(results) == 24 and all(r.status == status.SUCCESS for r in results)
     out = _cli("instances", "--json", "--data-dir", str(data))
     assert len(json.loads(out.stdout)) == 24
+    # Both processes received, and /metrics (served by the first) counts what both did.
+    pids = set(
+        re.findall(r"\[pid (\d+)\] spacing_scp\.instance: C-STORE", node.log_path.read_text())
+    )
+    assert len(pids) == 2, pids
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/metrics", timeout=10) as rsp:
+        families = {f.name: f for f in text_string_to_metric_families(rsp.read().decode())}
+    received = families["spacing_scp_instances_received"].samples
+    assert {(s.name, s.labels["status"], s.value) for s in received} == {
+        ("spacing_scp_instances_received_total", "0x0000", 24.0)
+    }
+    store = {s.name: s.value for s in families["spacing_scp_store_seconds"].samples if not s.labels}
+    assert store["spacing_scp_store_seconds_count"] == 24.0
+    assert families["spacing_scp_index_instances"].samples[0].value == 24.0
     assert node.stop(signal.SIGTERM) == 0
 
 

@@ -140,7 +140,9 @@ def test_calling_ae_allow_list(node_factory: NodeFactory, caplog: Any) -> None:
     assert associate(node.port, calling="MR1").established  # still serving
 
 
-def test_called_ae_title_must_be_the_nodes(node_factory: NodeFactory, caplog: Any) -> None:
+def test_called_ae_title_must_be_the_nodes(
+    node_factory: NodeFactory, caplog: Any, tmp_path: Path
+) -> None:
     caplog.set_level(logging.INFO, logger="spacing_scp")
     node = node_factory()  # require_called_ae_title defaults to true
     out = associate(node.port, called="SOME_PACS")
@@ -148,8 +150,18 @@ def test_called_ae_title_must_be_the_nodes(node_factory: NodeFactory, caplog: An
     [line] = rejections(caplog)
     assert "called=SOME_PACS" in line and "called-AE-title-not-recognized" in line
     assert "peer=127.0.0.1:" in line
+    # Every line about the association names the title the peer called, never the node's.
+    lines = [r.getMessage() for r in caplog.records if "association" in r.getMessage()]
+    assert lines and not [m for m in lines if "called=SPACING_SCP" in m], lines
+    caplog.clear()
     relaxed = node_factory(security={"require_called_ae_title": False})
     assert associate(relaxed.port, called="SOME_PACS").established
+    [res] = send_files(relaxed.port, [write_ct(tmp_path / "a.dcm")], called="SOME_PACS")
+    assert res.status == status.SUCCESS
+    lines = [r.getMessage() for r in caplog.records if "association" in r.getMessage()]
+    assert lines and not [m for m in lines if "called=SPACING_SCP" in m], lines
+    with relaxed.sessions() as session:
+        assert session.scalars(select(Instance.called_ae_title)).all() == ["SOME_PACS"]
 
 
 def test_host_pinning_per_calling_ae(node_factory: NodeFactory, caplog: Any) -> None:

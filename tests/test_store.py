@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydicom import dcmread
 from pydicom.uid import UID
 from sqlalchemy import select
 
 from scp import status
+from scp.metrics import METRICS
 from scp.net.ae import ACCEPTED_TRANSFER_SYNTAXES
 from storage.models import Instance, Series
 from tests.conftest import corpus_files, dataset_bytes, echo_ok, send_files
@@ -241,10 +243,26 @@ def test_index_failure_removes_file_and_answers_failure(node: Any, tmp_path: Pat
     con.commit()
     con.close()
     src = write_ct(tmp_path / "ct.dcm")
+    before = _received(0x0110)
     [res] = send_files(node.port, [src])
     assert res.status == status.PROCESSING_FAILURE
+    # A short cause in the Error Comment (LO, 64 characters), and counted by status.
+    assert res.comment == "index commit failed: IntegrityError: disk on fire"
+    assert _received(0x0110) == before + 1
     assert not stored_path(node, src).exists()
     assert not list(node.store.tmp.iterdir())
+
+
+def _received(code: int) -> float:
+    """``spacing_scp_instances_received_total{status=code}`` as ``/metrics`` serves it."""
+    for family in text_string_to_metric_families(METRICS.render()):
+        for sample in family.samples:
+            if (
+                sample.name == "spacing_scp_instances_received_total"
+                and sample.labels["status"] == f"0x{code:04X}"
+            ):
+                return sample.value
+    return 0.0
 
 
 def test_failed_resend_keeps_the_earlier_copy(node: Any, tmp_path: Path) -> None:
@@ -327,8 +345,11 @@ def test_file_write_failure_answers_failure_and_indexes_nothing(node: Any, tmp_p
     src = write_ct(tmp_path / "ct.dcm", study=study)
     # A plain file where the study's folder belongs: the write cannot place the file.
     (node.store.instances / study).write_bytes(b"not a folder")
+    before = _received(0x0110)
     [res] = send_files(node.port, [src])
     assert res.status == status.PROCESSING_FAILURE
+    assert res.comment == "internal error: NotADirectoryError: Not a directory"
+    assert _received(0x0110) == before + 1
     with node.sessions() as s:
         assert s.scalars(select(Instance)).all() == []
         assert s.scalars(select(Series)).all() == []

@@ -34,7 +34,7 @@ OPEN_PATHS = frozenset({"/health"})
 #: The web page: open to read; its POSTs check the token and CSRF themselves.
 UI_PREFIX = "/ui"
 #: Paths that take POST (STOW-RS, PS3.18 10.5.1).
-WRITE_PATHS = re.compile(r"^/dicom-web/studies(/[^/]+)?$")
+WRITE_PATHS = re.compile(r"/dicom-web/studies(/[^/\s]+)?")
 _HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="spacing-scp"'}
 
@@ -71,7 +71,7 @@ class Guard:
         path = scope["path"].rstrip("/") or "/"
         ui = path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
         method = scope["method"]
-        writable = ui or bool(WRITE_PATHS.match(path))
+        writable = ui or bool(WRITE_PATHS.fullmatch(path))
         if method not in ("GET", "HEAD") and not (method == "POST" and writable):
             allow = "GET, HEAD, POST" if writable else "GET, HEAD"
             answer = problem(405, "the API is read-only", {"Allow": allow})

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from scp.models import JobState, SeriesState
+from scp.pipeline.vr import is_finding_code
 from storage.queries import MAX_LIMIT
 
 DEFAULT_LIMIT = 100
@@ -36,6 +37,20 @@ Cursor = Annotated[
 Text = Annotated[str | None, BeforeValidator(_blank_is_absent)]
 
 
+def _finding_code(value: str | None) -> str | None:
+    if value is not None and not is_finding_code(value):
+        raise ValueError(f"{value!r} is not a finding code (A-Z, 0-9 and _, e.g. SLICE_MISSING)")
+    return value
+
+
+FindingCode = Annotated[
+    str | None,
+    Field(description="a finding code of the series or of an instance (`SLICE_MISSING`)"),
+    BeforeValidator(_blank_is_absent),
+    AfterValidator(_finding_code),
+]
+
+
 class _Query(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,7 +67,7 @@ class SeriesQuery(_Query):
 
     study_instance_uid: Text = Field(None, description="Study Instance UID (0020,000D)")
     modality: Text = Field(None, description="Modality (0008,0060)")
-    code: Text = Field(None, description="a finding code of the series or of an instance")
+    code: FindingCode = None
     state: Annotated[SeriesState | None, BeforeValidator(_blank_is_absent)] = None
     limit: Limit = DEFAULT_LIMIT
     cursor: Cursor = None

@@ -12,12 +12,11 @@ from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from scp.models import Problem
-from storage.queries import NotFound
+from storage.queries import BadQuery, NotFound
 
 MEDIA_TYPE = "application/problem+json"
 
@@ -52,9 +51,7 @@ async def _invalid_parameter(_request: Request, exc: Exception) -> Response:
     return problem(400, validation_detail(exc))
 
 
-async def _bad_value(_request: Request, exc: Exception) -> Response:
-    if isinstance(exc, ValidationError):  # a model of ours did not validate: our bug
-        raise exc
+async def _bad_query(_request: Request, exc: Exception) -> Response:
     return problem(400, str(exc))
 
 
@@ -73,5 +70,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     """Answer every error the routes raise with a problem body."""
     app.add_exception_handler(RequestValidationError, _invalid_parameter)
     app.add_exception_handler(NotFound, _not_found)
-    app.add_exception_handler(ValueError, _bad_value)  # queries: a bad cursor, state
+    # Only the client's mistakes are 400: any other ValueError (a corrupt stored state, a
+    # model of ours that does not validate) is a 500 without detail (scp.api.guard).
+    app.add_exception_handler(BadQuery, _bad_query)
     app.add_exception_handler(HTTPException, _http_error)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from scp.cli.common import EXIT_USAGE
+from scp.config import integer
 
 #: Destinations of the options the top level accepts before the command.
 TOP_LEVEL = frozenset({"config", "data_dir", "database_url"})
@@ -158,4 +159,4 @@ DATABASE_URL = option("--database-url", metavar="URL", help="sqlite:///PATH or p
 #: Where the configuration and the index are: every command that reads or writes the index.
 INDEX_OPTIONS = (CONFIG, DATA_DIR, DATABASE_URL)
 JSON = option("--json", action="store_true", help="JSON for scripts")
-LIMIT = option("--limit", type=int, default=1000, metavar="N", help="at most N rows (1000)")
+LIMIT = option("--limit", type=integer, default=1000, metavar="N", help="at most N rows (1000)")

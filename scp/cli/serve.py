@@ -14,14 +14,14 @@ from typing import Any
 
 from scp.cli.common import EXIT_OK, EXIT_PROBLEM, CliError, configuration
 from scp.cli.parsing import INDEX_OPTIONS, Level, option
-from scp.config import ConfigError
+from scp.config import ConfigError, integer, number
 
 SERVE_OPTIONS = (
     *INDEX_OPTIONS,
-    option("--port", type=int, metavar="N", help="DICOM port (default 11112)"),
+    option("--port", type=integer, metavar="N", help="DICOM port (default 11112)"),
     option("--host", help="address to listen on (default 0.0.0.0)"),
     option("--ae-title", metavar="TITLE", help="the node's AE title (default SPACING_SCP)"),
-    option("--http-port", type=int, metavar="N", help="HTTP API port (default 8080)"),
+    option("--http-port", type=integer, metavar="N", help="HTTP API port (default 8080)"),
     # An extra receiving process of [node] processes (see _start_workers).
     option("--worker", type=int, default=0, help=argparse.SUPPRESS),
     option("--listen-fd", type=int, help=argparse.SUPPRESS),
@@ -29,14 +29,16 @@ SERVE_OPTIONS = (
 
 ECHO_OPTIONS = (
     option("--host", default="127.0.0.1", help="the node's address (127.0.0.1)"),
-    option("--port", type=int, metavar="N", help="the node's port ($SPACING_SCP_NODE_PORT, 11112)"),
+    option(
+        "--port", type=integer, metavar="N", help="the node's port ($SPACING_SCP_NODE_PORT, 11112)"
+    ),
     option(
         "--called-ae-title",
         metavar="TITLE",
         help="the node's AE title ($SPACING_SCP_NODE_AE_TITLE, SPACING_SCP)",
     ),
     option("--calling-ae-title", default="ECHOSCU", metavar="TITLE", help="ours (ECHOSCU)"),
-    option("--timeout", type=float, default=10.0, metavar="S", help="seconds per step (10)"),
+    option("--timeout", type=number, default=10.0, metavar="S", help="seconds per step (10)"),
 )
 
 
@@ -63,11 +65,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the node until SIGTERM/SIGINT; 1 when an extra receiving process failed."""
     cfg = configuration(args)
     _setup_logging(cfg.logging.level, cfg.node.processes)
-    from scp.node import Node
+    from scp.node import Node, StartupError
 
     worker = int(args.worker or 0)
-    node = Node(cfg, worker=worker, listen_fd=args.listen_fd if worker else None)
-    node.start()
+    try:
+        node = Node(cfg, worker=worker, listen_fd=args.listen_fd if worker else None)
+    except StartupError as exc:
+        raise CliError(str(exc), EXIT_PROBLEM) from None
+    try:
+        node.start()
+    except StartupError as exc:
+        node.stop(grace_s=0)  # what started before the failure
+        raise CliError(str(exc), EXIT_PROBLEM) from None
     children = [] if worker else _start_workers(cfg.node.processes, node.listening_fd())
     stop = threading.Event()
     log = logging.getLogger("spacing_scp.node")
@@ -126,7 +135,7 @@ def _die_with_parent() -> None:
 def _env_port() -> int:
     value = os.environ.get("SPACING_SCP_NODE_PORT", "11112")
     try:
-        return int(value)
+        return integer(value)
     except ValueError:
         raise ConfigError(f"SPACING_SCP_NODE_PORT: {value!r} is not an integer") from None
 

@@ -49,6 +49,14 @@ def _ae(value: Any) -> str:
     return str(value or "").strip()
 
 
+def _called(assoc: Any) -> str:
+    """The called AE title the peer put in its A-ASSOCIATE-RQ (PS3.8 9.3.2), which is not
+    the node's own when ``require_called_ae_title`` is off or the request was rejected."""
+    primitive = getattr(assoc.requestor, "primitive", None)
+    called = _ae(getattr(primitive, "called_ae_title", ""))
+    return called or _ae(assoc.acceptor.ae_title)
+
+
 def _peer(assoc: Any) -> str:
     info = assoc.requestor.address_info
     return f"{info.address}:{info.port}"
@@ -106,7 +114,7 @@ class Handlers:
             sop_class_uid=str(req.AffectedSOPClassUID or ""),
             sop_instance_uid=str(req.AffectedSOPInstanceUID or ""),
             calling_ae_title=_ae(assoc.requestor.ae_title),
-            called_ae_title=_ae(assoc.acceptor.ae_title),
+            called_ae_title=_called(assoc),
             peer_address=_peer(assoc),
         )
         try:
@@ -119,7 +127,11 @@ class Handlers:
             inst_log.exception("C-STORE %s failed", rcv.sop_instance_uid)
             rsp = Dataset()
             rsp.Status = status.PROCESSING_FAILURE
-            rsp.ErrorComment = f"internal error: {type(exc).__name__}"[:64]
+            rsp.ErrorComment = status.error_comment("internal error", exc)
+            METRICS.inc(
+                "spacing_scp_instances_received_total",
+                status=f"0x{status.PROCESSING_FAILURE:04X}",
+            )
             self.stats(assoc).failed += 1
             return rsp
         METRICS.inc("spacing_scp_instances_received_total", status=f"0x{outcome.status:04X}")
@@ -178,7 +190,7 @@ class Handlers:
             "association accepted peer=%s calling=%s called=%s contexts=%d [%s]",
             _peer(assoc),
             _ae(assoc.requestor.ae_title),
-            _ae(assoc.acceptor.ae_title),
+            _called(assoc),
             len(assoc.accepted_contexts),
             contexts[:2000],
         )
@@ -196,7 +208,7 @@ class Handlers:
             "association rejected peer=%s calling=%s called=%s: %s (result=%s source=%s reason=%s)",
             _peer(assoc),
             _ae(getattr(rq, "calling_ae_title", "")),
-            _ae(getattr(rq, "called_ae_title", "")),
+            _called(assoc),
             describe_rejection(int(result or 0), int(source or 0), int(reason or 0)),
             result,
             source,
@@ -219,7 +231,7 @@ class Handlers:
             st.end,
             _peer(assoc),
             _ae(assoc.requestor.ae_title),
-            _ae(assoc.acceptor.ae_title),
+            _called(assoc),
             time.monotonic() - st.started,
             st.stored,
             st.warnings,

@@ -37,6 +37,7 @@ from pynetdicom import AE, evt
 
 from scp.config import Config, ConfigError, SecurityConfig
 from scp.net import compat
+from scp.pipeline.vr import ae_title_problem
 
 log = logging.getLogger("spacing_scp.security")
 
@@ -97,8 +98,11 @@ def parse_networks(pins: Mapping[str, list[str]]) -> dict[str, tuple[IPNetwork, 
     """``calling_ae_hosts`` as networks; raises ConfigError naming a bad entry."""
     out: dict[str, tuple[IPNetwork, ...]] = {}
     for title, hosts in pins.items():
-        if not title.strip() or len(title.strip()) > 16:
-            raise ConfigError(f"security.calling_ae_hosts: {title!r} is not an AE title")
+        if ae_title_problem(title) is not None:
+            raise ConfigError(
+                f"security.calling_ae_hosts: {title!r} is not an AE title: "
+                f"{ae_title_problem(title)}"
+            )
         if not hosts:
             raise ConfigError(f"security.calling_ae_hosts.{title}: at least one address")
         nets = []
@@ -129,10 +133,14 @@ class AssociationPolicy:
 
     def __init__(self, security: SecurityConfig, ae_title: str) -> None:
         self.ae_title = ae_title.strip()
-        self.allowed = tuple(t.strip() for t in security.allowed_calling_ae_titles if t.strip())
-        for title in self.allowed:
-            if len(title) > 16 or "\\" in title:
-                raise ConfigError(f"security.allowed_calling_ae_titles: {title!r} is not an AE")
+        titles = [t for t in security.allowed_calling_ae_titles if t.strip(" ")]
+        for title in titles:
+            problem = ae_title_problem(title)
+            if problem is not None:
+                raise ConfigError(
+                    f"security.allowed_calling_ae_titles: {title!r} is not an AE title: {problem}"
+                )
+        self.allowed = tuple(t.strip() for t in titles)
         self.require_called = security.require_called_ae_title
         self.pins = parse_networks(security.calling_ae_hosts)
         if self.allowed:

@@ -57,7 +57,20 @@ from scp.net import compat
 #: The loops below log what pynetdicom's log, under pynetdicom's logger names (the node
 #: keeps pynetdicom's loggers at WARNING and writes its own association lines).
 log = logging.getLogger("pynetdicom.association")
-dul_log = logging.getLogger("pynetdicom.dul")
+#: The one line the node writes when it aborts an association on input it cannot decode.
+abort_log = logging.getLogger("spacing_scp.association")
+
+
+class _OurLineInstead(logging.Filter):
+    """Drops pynetdicom's state machine traceback (``fsm.py``, ``LOGGER.exception``) when
+    it comes from an :class:`EventDrivenDUL` thread, which logs one line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ours = isinstance(threading.current_thread(), EventDrivenDUL)
+        return not (ours and record.levelno >= logging.ERROR)
+
+
+logging.getLogger("pynetdicom.fsm").addFilter(_OurLineInstead())
 
 #: Longest wait, in seconds, before the loops look at pynetdicom's timers again.
 IDLE_WAIT = 0.05
@@ -162,16 +175,7 @@ class EventDrivenDUL(compat.DULHook):
                 elif compat.is_transport_event(self):
                     idle_timer.restart()
             except Exception as exc:
-                dul_log.error("Exception in DUL.run(), aborting association")
-                dul_log.exception(exc)
-                abort_pdu = A_ABORT_RQ()
-                abort_pdu.source = 0x02
-                abort_pdu.reason_diagnostic = 0x00
-                self.socket.send(abort_pdu.encode())
-                self.assoc.is_aborted = True
-                self.assoc.is_established = False
-                compat.kill_association(self.assoc)
-                self.request_stop()
+                self._abort_on(exc, "receiving")
                 return
 
             try:
@@ -180,8 +184,41 @@ class EventDrivenDUL(compat.DULHook):
                 sleep = True
                 continue
 
-            self.state_machine.do_action(event)
+            try:
+                self.state_machine.do_action(event)
+            except Exception as exc:
+                # pynetdicom 3.0.4 lets this end the thread uncaught (a command set of
+                # garbage, a P-DATA on a context that was not accepted: ``'Dataset' object
+                # has no attribute 'CommandField'``): abort, and say so in one line.
+                self._abort_on(exc, f"state machine event {event}")
+                return
             sleep = False
+
+    def _abort_on(self, exc: Exception, where: str) -> None:
+        """One WARNING line naming the peer and the error, then :meth:`_abort`."""
+        peer = self.assoc.requestor.address_info
+        abort_log.warning(
+            "aborting the association with %s: input it cannot decode (%s, %s: %s)",
+            "?" if peer is None else f"{peer.address}:{peer.port}",
+            where,
+            type(exc).__name__,
+            exc,
+        )
+        self._abort()
+
+    def _abort(self) -> None:
+        """Send an A-ABORT (service-provider, reason not specified: PS3.8 9.3.8) and end
+        the association and this thread."""
+        abort_pdu = A_ABORT_RQ()
+        abort_pdu.source = 0x02
+        abort_pdu.reason_diagnostic = 0x00
+        if self.socket is not None:
+            with contextlib.suppress(OSError):
+                self.socket.send(abort_pdu.encode())
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        compat.kill_association(self.assoc)
+        self.request_stop()
 
 
 class EventDrivenAssociation(compat.AssociationHook):

@@ -38,13 +38,14 @@ __all__ = [
 
 #: Rule 1: optional spaces, sign, digits with optional fraction, optional
 #: exponent.  ``[0-9]`` rather than ``\d``: ``\d`` would accept non-ASCII digits.
-DS_PATTERN = re.compile(r"^ *[+-]?([0-9]+|[0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)? *$")
+#: Use with ``fullmatch`` (``match`` with ``$`` would accept a trailing newline).
+DS_PATTERN = re.compile(r" *[+-]?([0-9]+|[0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)? *")
 
 #: Rule 2 / PS3.5 Table 6.2-1: a DS value is at most 16 bytes.
 DS_MAX_BYTES = 16
 
 #: A comma decimal: the rule 1 pattern with a single ``,`` in place of the ``.``.
-_COMMA_PATTERN = re.compile(r"^ *[+-]?([0-9]+,[0-9]*|,[0-9]+)([eE][+-]?[0-9]+)? *$")
+_COMMA_PATTERN = re.compile(r" *[+-]?([0-9]+,[0-9]*|,[0-9]+)([eE][+-]?[0-9]+)? *")
 
 
 class DSKind(StrEnum):
@@ -70,7 +71,7 @@ def parse_ds(raw: str) -> float | None:
     match the pattern but overflow to infinity (``1e999``, rule 5).  The
     16-byte limit (rule 2) is not checked here: see :func:`classify_ds`.
     """
-    if not DS_PATTERN.match(raw):
+    if not DS_PATTERN.fullmatch(raw):
         return None
     value = float(raw)
     return value if math.isfinite(value) else None
@@ -96,11 +97,11 @@ def classify_ds(value: str) -> DSKind:
     stripped = value.strip(" ")
     if not stripped:
         return DSKind.EMPTY
-    if DS_PATTERN.match(stripped):
+    if DS_PATTERN.fullmatch(stripped):
         if not math.isfinite(float(stripped)):
             return DSKind.INVALID
         return DSKind.CLEAN if len(stripped) <= DS_MAX_BYTES else DSKind.REFORMAT
-    if _COMMA_PATTERN.match(stripped) and math.isfinite(float(stripped.replace(",", "."))):
+    if _COMMA_PATTERN.fullmatch(stripped) and math.isfinite(float(stripped.replace(",", "."))):
         return DSKind.COMMA
     return DSKind.INVALID
 
@@ -206,7 +207,7 @@ def decimals_in(value: object) -> int | None:
     text = getattr(value, "original_string", None)
     if text is None and isinstance(value, str):
         text = value
-    if isinstance(text, str) and DS_PATTERN.match(text):
+    if isinstance(text, str) and DS_PATTERN.fullmatch(text):
         return _decimals(text.strip(" "))
     return None
 

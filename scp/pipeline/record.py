@@ -145,7 +145,7 @@ def value_problem(vr: str, vm: str | None, text: str) -> str | None:
         return f"{len(values)} values where VM is {vm}"
     for index, value in enumerate(values, start=1):
         if vr == "DS":
-            if not DS_PATTERN.match(value):
+            if not DS_PATTERN.fullmatch(value):
                 return f"value {index} {value!r} is not a decimal string"
             if len(value.strip(" ")) > DS_MAX_BYTES:  # padding aside (rule 4)
                 return f"value {index} {value!r} is longer than {DS_MAX_BYTES} bytes"

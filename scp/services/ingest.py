@@ -220,7 +220,7 @@ class Ingestor:
                 return Outcome(
                     status.PROCESSING_FAILURE,
                     sop_uid,
-                    comment=f"index commit failed: {type(exc).__name__}",
+                    comment=status.error_comment("index commit failed", exc),
                     result=result,
                 )
             self.store.commit(pending)

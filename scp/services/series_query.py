@@ -49,13 +49,14 @@ class IndexQueries:
         cursor: str | None = None,
         where: Sequence[Any] = (),
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of SERIES, newest first, and the next page's cursor; ``ValueError`` for
-        an unknown ``state`` or a cursor this API did not issue. ``where``: more conditions
-        on the series row (:func:`storage.dashboard.series_conditions`)."""
+        """One page of SERIES, newest first, and the next page's cursor;
+        :class:`storage.queries.BadQuery` for an unknown ``state`` or a cursor this API did
+        not issue. ``where``: more conditions on the series row
+        (:func:`storage.dashboard.series_conditions`)."""
         after = at_or_before = None
         if state:
             if state not in STATES:
-                raise ValueError(f"state must be one of {', '.join(STATES)}")
+                raise queries.BadQuery(f"state must be one of {', '.join(STATES)}")
             boundary = datetime.now(UTC) - timedelta(seconds=self.quiet_seconds)
             if state == "receiving":
                 after = boundary

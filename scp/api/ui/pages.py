@@ -22,7 +22,7 @@ from storage.queries import NotFound, select_series
 #: Rows of a series list page.
 PAGE_SIZE = 50
 VERDICTS = ("ok", "info", "warning", "corrected", "invalid")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
 
 
@@ -36,7 +36,7 @@ def _date(request: Request, name: str) -> str | None:
     value = _text(request, name)
     if value is None:
         return None
-    if not _DATE.match(value):
+    if not _DATE.fullmatch(value):
         raise ValueError(f"{name}: expected a date as YYYY-MM-DD, got {value!r}")
     return value.replace("-", "")
 

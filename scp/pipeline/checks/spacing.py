@@ -47,7 +47,7 @@ def _invalid_text(part: DSValue) -> str:
         )
     if part.kind is DSKind.EMPTY:
         return f"has an empty value (rule 3, {_PS3_5})"
-    if part.kind is DSKind.INVALID and DS_PATTERN.match(part.text):
+    if part.kind is DSKind.INVALID and DS_PATTERN.fullmatch(part.text):
         return f"'{clip(part.text)}' is not a finite number (rules 1 and 5)"
     return f"'{clip(part.text)}' is not a Decimal String (rule 1, {_PS3_5})"
 

@@ -87,7 +87,7 @@ _STUDY_FIELDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber"
 _CONTROL = frozenset({"limit", "offset", "fuzzymatching", "includefield"})
 EXTENSIONS = frozenset({"pixel_spacing_mm", "spacing_between_slices_mm", "verdict", "finding"})
 VERDICTS = frozenset({"ok", *(s.value for s in SEVERITY_ORDER)})
-_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
+_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 #: The private block's elements in QIDO-RS answers (group 0009, block 0x10).
 PRIVATE_CREATOR_TAG = "00090010"
 VERDICT_TAG = "00091010"
@@ -139,7 +139,7 @@ class QidoQuery:
 
 
 def _keyword(name: str) -> str:
-    if _TAG.match(name):
+    if _TAG.fullmatch(name):
         keyword = keyword_for_tag(int(name, 16))
         if not keyword:
             raise QidoError(f"{name}: not a tag of the DICOM dictionary")

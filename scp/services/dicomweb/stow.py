@@ -36,11 +36,6 @@ from storage.uids import normalize_uid
 
 log = logging.getLogger("spacing_scp.stow")
 
-METRICS.describe(
-    "spacing_scp_stow_instances_total",
-    "STOW-RS parts by the C-STORE status they were given",
-)
-
 #: The only media type a STOW-RS part may have here (PS3.18 10.5.1.1, the binary form).
 DICOM_MEDIA_TYPE = "application/dicom"
 #: Failure Reason when a part is not a DICOM Part 10 file, or has no SOP identity.

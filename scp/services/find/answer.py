@@ -15,6 +15,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from scp.pipeline.vr import parse_is
 from scp.services.find.hits import Hit
 from scp.services.find.identifier import FindRequest
 from scp.services.find.keys import QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET
@@ -44,9 +45,8 @@ def _element_value(vr: str, value: Any) -> Any:
     if value is None or value == "":
         return None
     if vr in ("IS", "US"):
-        try:
-            number = int(str(value).strip())
-        except ValueError:
+        number = parse_is(str(value))
+        if number is None:
             return None
         return str(number) if vr == "IS" else number
     if isinstance(value, list):

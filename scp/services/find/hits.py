@@ -172,7 +172,7 @@ def _ds_text(text: str | None) -> list[str] | None:
         return None
     parts = [p.strip(" \x00") for p in text.split("\\")]
     for part in parts:
-        if not DS_PATTERN.match(part) or len(part) > DS_MAX_BYTES:
+        if not DS_PATTERN.fullmatch(part) or len(part) > DS_MAX_BYTES:
             return None
     return parts
 

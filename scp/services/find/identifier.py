@@ -38,6 +38,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
 from scp import status
+from scp.pipeline.vr import is_da, is_tm, parse_is
 from scp.services.find.errors import FindError
 from scp.services.find.keys import (
     LEVELS,
@@ -50,9 +51,7 @@ from scp.services.find.keys import (
     tag_of,
 )
 
-_DA = re.compile(r"^[0-9]{8}$")
-_DA_LEGACY = re.compile(r"^[0-9]{4}\.[0-9]{2}\.[0-9]{2}$")  # ACR-NEMA, PS3.5 6.2 DA note
-_TM = re.compile(r"^[0-9]{2}([0-9]{2}([0-9]{2}(\.[0-9]{1,6})?)?)?$")
+_DA_LEGACY = re.compile(r"[0-9]{4}\.[0-9]{2}\.[0-9]{2}")  # ACR-NEMA, PS3.5 6.2 DA note
 
 
 @dataclass(frozen=True)
@@ -112,9 +111,9 @@ def _texts(ds: Dataset, tag: BaseTag) -> list[str] | None:
 
 
 def _date(text: str, key: KeyDef) -> str:
-    if _DA_LEGACY.match(text):
+    if _DA_LEGACY.fullmatch(text):
         text = text.replace(".", "")
-    if not _DA.match(text) or not ("01" <= text[4:6] <= "12" and "01" <= text[6:8] <= "31"):
+    if not is_da(text):
         raise FindError(
             status.FIND_ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
             f"{key.keyword}: {text!r} is not a date YYYYMMDD",
@@ -125,7 +124,7 @@ def _date(text: str, key: KeyDef) -> str:
 
 def _time(text: str, key: KeyDef) -> str:
     text = text.replace(":", "")  # ACR-NEMA HH:MM:SS (PS3.5 6.2 TM note)
-    if not _TM.match(text) or text[:2] > "23" or text[2:4] > "59" or text[4:6] > "60":
+    if not is_tm(text):
         raise FindError(
             status.FIND_ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
             f"{key.keyword}: {text!r} is not a time HHMMSS.FFFFFF",
@@ -166,12 +165,12 @@ def _terms(key: KeyDef, parts: Sequence[str]) -> list[Term] | None:
                 Term("range", parse(low, key) if low else None, parse(high, key) if high else None)
             )
         elif key.kind == "number":
-            try:
-                terms.append(Term("int", int(value), value))
-            except ValueError:
+            number = parse_is(value)
+            if number is None:
                 raise FindError(
-                    bad, f"{key.keyword}: {value!r} is not an integer", int(key.tag)
-                ) from None
+                    bad, f"{key.keyword}: {value!r} is not an integer (PS3.5 6.2 IS)", int(key.tag)
+                )
+            terms.append(Term("int", number, value))
     return terms
 
 

@@ -6,7 +6,10 @@ spacing edits recorded in Original Attributes Sequence).  The private
 to forwarded copies (``send = "annotated"``) and to ``check --fix`` output,
 by the same streaming rewrite: a new header, then the pixel data copied as
 bytes.  When the header cannot be re-encoded (deflated data sets, implicit VR
-under an explicit transfer syntax) the stored bytes go out unchanged.
+under an explicit transfer syntax) the stored bytes go out unchanged.  When the
+annotation itself fails (a bug, or an index row it cannot read), the forwarding worker
+sends the stored instance as it is and records :data:`FORWARD_UNANNOTATED` on it
+(:func:`unannotated_finding`): the instance reaches the PACS, the gap is visible.
 """
 
 from __future__ import annotations
@@ -18,10 +21,26 @@ from typing import BinaryIO
 from scp.pipeline.annotate import annotate
 from scp.pipeline.model import Edit, EffectiveSpacing, Finding, PipelineResult, Severity
 from storage.header_codec import UnsupportedRewrite, encode_header
+from storage.index import FindingRow
 from storage.models import Instance
 from storage.part10 import read_received, write_part10
 
 log = logging.getLogger("spacing_scp.egress")
+
+#: The finding recorded on an instance forwarded without its private block because the
+#: annotation failed.
+FORWARD_UNANNOTATED = "FORWARD_UNANNOTATED"
+
+
+def unannotated_finding(exc: BaseException) -> FindingRow:
+    """The :data:`FORWARD_UNANNOTATED` finding (severity ``warning``) for ``exc``."""
+    cause = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    return FindingRow(
+        FORWARD_UNANNOTATED,
+        Severity.WARNING.value,
+        f"forwarded as stored, without the private SPACING_SCP block: the annotation failed "
+        f"({cause})",
+    )
 
 
 def result_from_index(inst: Instance) -> PipelineResult:

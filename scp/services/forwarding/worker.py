@@ -41,7 +41,11 @@ from scp.config import Config, Destination
 from scp.metrics import METRICS
 from scp.pipeline.model import PipelineResult
 from scp.services.forwarding.contexts import contexts_for, pick_context, split_batch
-from scp.services.forwarding.egress import result_from_index, write_annotated
+from scp.services.forwarding.egress import (
+    result_from_index,
+    unannotated_finding,
+    write_annotated,
+)
 from scp.services.forwarding.sender import (
     AssociationOpener,
     AssociationSettings,
@@ -51,6 +55,7 @@ from scp.services.forwarding.sender import (
 from storage import destinations, outbox
 from storage.db import write_session
 from storage.filestore import FileStore
+from storage.index import add_instance_finding
 from storage.models import Instance
 
 log = logging.getLogger("spacing_scp.forward")
@@ -59,11 +64,6 @@ log = logging.getLogger("spacing_scp.forward")
 DONE_STATUSES: frozenset[int] = dimse.SUCCESS_STATUSES | dimse.WARNING_STATUSES
 #: Seconds an association stays open waiting for more jobs before it is released.
 LINGER_S = 0.5
-
-METRICS.describe(
-    "spacing_scp_forward_sent_total",
-    "Forwarding attempts by destination and outcome (done, retry, dead)",
-)
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,15 @@ class DestinationWorker:
     def _settled(self, job_id: int) -> None:
         self._held.discard(job_id)
 
-    def _fail(self, job: outbox.ClaimedJob, error: str, status: int | None = None) -> None:
+    def _fail(
+        self,
+        job: outbox.ClaimedJob,
+        error: str,
+        status: int | None = None,
+        retry_level: int = logging.WARNING,
+    ) -> None:
+        """Count a failed attempt; ``retry_level``: the level of the job's line when it
+        will be retried (a job that is dead is always an ERROR)."""
         with write_session(self.sessions) as session:
             state = outbox.fail(
                 session,
@@ -286,7 +294,7 @@ class DestinationWorker:
         outcome = "dead" if state == outbox.DEAD else "retry"
         METRICS.inc("spacing_scp_forward_sent_total", destination=self.dest.name, outcome=outcome)
         log.log(
-            logging.ERROR if outcome == "dead" else logging.WARNING,
+            logging.ERROR if outcome == "dead" else retry_level,
             "forward %s: sop=%s %s: %s",
             self.dest.name,
             job.sop_instance_uid,
@@ -368,9 +376,16 @@ class DestinationWorker:
             self._failures, self.dest.retry_initial_s, self.dest.retry_max_s, self.rng
         )
         self._circuit_until = time.monotonic() + pause
-        log.warning("forward %s: %s; next try in %.1fs", self.dest.name, error, pause)
+        # One WARNING per pass, not one per job: an outage must not flood the log.
+        log.warning(
+            "forward %s: %s; %d job(s) wait, next try in %.1fs",
+            self.dest.name,
+            error,
+            len(group),
+            pause,
+        )
         for job in group:
-            self._fail(job, error)
+            self._fail(job, error, retry_level=logging.DEBUG)
 
     def _send_over(self, assoc: StoreAssociation, group: list[outbox.ClaimedJob]) -> None:
         for job in group:
@@ -423,16 +438,32 @@ class DestinationWorker:
         if not self.settings.annotate:
             yield stored
             return
-        result = self._result(job.instance_id)
         fd, name = tempfile.mkstemp(dir=self.store.tmp, suffix=".fwd")
         tmp = Path(name)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                write_annotated(stored, fh, result)
-            yield tmp
+            source = tmp
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    write_annotated(stored, fh, self._result(job.instance_id))
+            except FileNotFoundError:
+                raise  # the instance left the index or the store: not an annotation fault
+            except Exception as exc:  # the annotation failed: send what is stored
+                self._note_unannotated(job, exc)
+                source = stored
+            yield source
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+    def _note_unannotated(self, job: outbox.ClaimedJob, exc: Exception) -> None:
+        """The annotation of ``job`` failed: one log line, and the finding on the instance."""
+        finding = unannotated_finding(exc)
+        log.warning("forward %s: job %d: %s", self.dest.name, job.id, finding.message)
+        try:
+            with write_session(self.sessions) as session:
+                add_instance_finding(session, job.instance_id, finding)
+        except Exception:
+            log.exception("forward %s: could not record %s", self.dest.name, finding.code)
 
     def _result(self, instance_id: int) -> PipelineResult:
         with self.sessions() as session:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 #: One DS value (rulebook rule 1): the decimal places are fraction digits minus exponent.
-_DS = re.compile(r"^ *[+-]?([0-9]+|[0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)? *$")
+_DS = re.compile(r" *[+-]?([0-9]+|[0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)? *")
 
 revision = "0003"
 down_revision = "0002"
@@ -35,7 +35,7 @@ def upgrade() -> None:
 
 
 def _decimals(text: str) -> tuple[float, int] | None:
-    if not _DS.match(text):
+    if not _DS.fullmatch(text):
         return None
     mantissa, _, exponent = text.strip(" ").lower().partition("e")
     decimals = len(mantissa.partition(".")[2]) - (int(exponent) if exponent else 0)
