@@ -137,6 +137,36 @@ class QueryConfig:
     max_results: int = 10000
     #: PS3.4 C.2.2.1.2: an entity whose key is empty (unknown) matches any value of it.
     match_unknown: bool = True
+    #: Relational queries (PS3.4 C.4.1.2.2) from every requester; false: only from those
+    #: that ask in SOP Class Extended Negotiation, others get baseline hierarchical search.
+    relational: bool = True
+
+
+@dataclass
+class CommitmentConfig:
+    """The Storage Commitment Push Model SCP (``scp.services.commitment``, PS3.4 J)."""
+
+    #: ``stored``: an instance is committed once stored and indexed; ``forwarded``: also
+    #: once every destination that routes it has it (its forward job is ``done``).
+    commit_when: Literal["stored", "forwarded"] = "stored"
+    #: Seconds between checks of pending requests (and retries of a failed report).
+    poll_s: float = 2.0
+    #: Seconds between attempts to deliver a report on a new association.
+    retry_s: float = 30.0
+    #: Attempts to deliver a report before the request is given up (``dead``).
+    max_attempts: int = 100
+    #: With ``forwarded``: seconds to wait for the destinations; then the instances not
+    #: yet forwarded are reported failed (0x0110 processing failure).
+    forwarded_wait_s: float = 86400.0
+
+
+@dataclass
+class Peer:
+    """A remote AE the node connects to: ``[[commitment_peers]]``, ``[[move_destinations]]``."""
+
+    ae_title: str
+    host: str
+    port: int
 
 
 @dataclass
@@ -169,7 +199,12 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
     forwarding: ForwardingConfig = field(default_factory=ForwardingConfig)
+    commitment: CommitmentConfig = field(default_factory=CommitmentConfig)
     destinations: list[Destination] = field(default_factory=list)
+    #: Where Storage Commitment reports go on a new association, by AE title (PS3.4 J.3.3).
+    commitment_peers: list[Peer] = field(default_factory=list)
+    #: Where C-MOVE may send, by AE title (PS3.4 C.4.2); others get 0xA801.
+    move_destinations: list[Peer] = field(default_factory=list)
     swap_rules: list[SwapRule] = field(default_factory=list)
     #: Folder relative paths resolve against.
     base_dir: Path = field(default_factory=Path.cwd)
@@ -221,6 +256,8 @@ class Config:
         out["destinations"] = [
             f"{d.name}={d.ae_title}@{d.host}:{d.port}" for d in self.destinations
         ]
+        for name in _PEER_LISTS:
+            out[name] = [f"{p.ae_title}@{p.host}:{p.port}" for p in getattr(self, name)]
         return out
 
 
@@ -235,7 +272,11 @@ _SECTIONS: dict[str, type] = {
     "tls": TlsConfig,
     "query": QueryConfig,
     "forwarding": ForwardingConfig,
+    "commitment": CommitmentConfig,
 }
+#: The ``[[...]]`` lists of :class:`Peer` s.
+_PEER_LISTS = ("commitment_peers", "move_destinations")
+_LISTS = ("swap_rules", "destinations", *_PEER_LISTS)
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
@@ -391,6 +432,36 @@ def _destination(index: int, raw: Any) -> Destination:
     return dest
 
 
+def _peers(name: str, value: Any) -> list[Peer]:
+    """A ``[[name]]`` list of peers: ``ae_title``, ``host``, ``port``; AE titles unique."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{name}: use [[{name}]] tables")
+    hints = get_type_hints(Peer)
+    peers: list[Peer] = []
+    for index, raw in enumerate(value):
+        where = f"{name}[{index}]"
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        values: dict[str, Any] = {}
+        for key, item in raw.items():
+            if key not in hints:
+                raise ConfigError(f"{where}.{key}: unknown key (known: ae_title, host, port)")
+            values[key] = _coerce(f"{where}.{key}", item, hints[key])
+        for required in hints:
+            if required not in values:
+                raise ConfigError(f"{where}.{required}: required")
+        peer = Peer(**values)
+        if not (1 <= len(peer.ae_title.strip()) <= 16) or "\\" in peer.ae_title:
+            raise ConfigError(f"{where}.ae_title: 1 to 16 characters, no backslash")
+        if not 1 <= peer.port <= 65535:
+            raise ConfigError(f"{where}.port: {peer.port} is not a TCP port")
+        peers.append(peer)
+    titles = [p.ae_title.strip() for p in peers]
+    if len(set(titles)) != len(titles):
+        raise ConfigError(f"{name}: AE titles must be unique")
+    return peers
+
+
 def _validate(cfg: Config) -> None:
     title = cfg.node.ae_title
     if not (1 <= len(title) <= 16) or not title.strip() or "\\" in title:
@@ -431,6 +502,14 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("forwarding.batch_size: 1 to 1000")
     if cfg.query.max_results < 0:
         raise ConfigError("query.max_results: 0 (no limit) or more")
+    com = cfg.commitment
+    if com.commit_when not in ("stored", "forwarded"):
+        raise ConfigError('commitment.commit_when: "stored" or "forwarded"')
+    for key in ("poll_s", "retry_s", "forwarded_wait_s"):
+        if getattr(com, key) <= 0:
+            raise ConfigError(f"commitment.{key}: must be greater than 0")
+    if com.max_attempts < 1:
+        raise ConfigError("commitment.max_attempts: at least 1")
     if not cfg.storage.data_dir:
         raise ConfigError("storage.data_dir: must not be empty")
     url = cfg.storage.database_url
@@ -469,14 +548,15 @@ def load_config(
                 names = [d.name for d in cfg.destinations]
                 if len(set(names)) != len(names):
                     raise ConfigError("destinations: names must be unique")
+            elif key in _PEER_LISTS:
+                setattr(cfg, key, _peers(key, value))
             elif key == "swap_rules":
                 if not isinstance(value, list):
                     raise ConfigError("swap_rules: use [[swap_rules]] tables")
                 cfg.swap_rules = [_swap_rule(i, raw) for i, raw in enumerate(value)]
             else:
                 raise ConfigError(
-                    f"{key}: unknown section "
-                    f"(known: {', '.join([*_SECTIONS, 'swap_rules', 'destinations'])})"
+                    f"{key}: unknown section (known: {', '.join([*_SECTIONS, *_LISTS])})"
                 )
     env = os.environ if environ is None else environ
     for name, value in env.items():

@@ -75,6 +75,7 @@ class Node:
             self.queries,
             max_results=cfg.query.max_results,
             match_unknown=cfg.query.match_unknown,
+            relational=cfg.query.relational,
         )
         self.api: ApiServer | None = None
         self.ae: AE | None = None

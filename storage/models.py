@@ -24,6 +24,8 @@ class Study(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
     patient_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    #: Patient's Name (0010,0010) as received: PN, up to three component groups.
+    patient_name: Mapped[str | None] = mapped_column(String(324), index=True)
     accession_number: Mapped[str | None] = mapped_column(String(64), index=True)
     study_date: Mapped[str | None] = mapped_column(String(8), index=True)
     study_time: Mapped[str | None] = mapped_column(String(32))
@@ -200,3 +202,30 @@ Index(
 )
 Index("ix_forward_jobs_lease", ForwardJob.state, ForwardJob.lease_until)
 Index("ix_forward_jobs_instance", ForwardJob.instance_id, ForwardJob.destination)
+
+
+class CommitmentRequest(Base):
+    """A Storage Commitment request (N-ACTION, PS3.4 J.3.2) waiting for its report.
+
+    Written before the N-ACTION-RSP goes out, so a request survives a restart; ``state``
+    moves ``pending`` -> ``done`` (the N-EVENT-REPORT was answered) or ``dead`` (given up,
+    ``last_error`` says why).  ``refs`` is the Referenced SOP Sequence as
+    ``[[sop_class_uid, sop_instance_uid], ...]``.
+    """
+
+    __tablename__ = "commitment_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    transaction_uid: Mapped[str] = mapped_column(String(64))
+    calling_ae_title: Mapped[str] = mapped_column(String(16))
+    called_ae_title: Mapped[str] = mapped_column(String(16))
+    refs: Mapped[list[list[str]]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+Index("ix_commitment_requests_due", CommitmentRequest.state, CommitmentRequest.next_attempt_at)

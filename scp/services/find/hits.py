@@ -61,16 +61,22 @@ class Hit:
     @classmethod
     def from_row(cls, level: Level, row: Any) -> Hit:
         """A hit from a result row of :func:`scp.services.find.sql.statement`:
-        ``(Study,)``, ``(Series, Study)`` or ``(Instance, Series, Study)`` by level."""
-        if level == "STUDY":
+        ``(Study,)`` (PATIENT, STUDY), ``(Series, Study)`` or ``(Instance, Series, Study)``."""
+        if level in ("PATIENT", "STUDY"):
             return cls(study=row[0])
         if level == "SERIES":
             return cls(study=row[1], series=row[0])
         return cls(study=row[2], series=row[1], instance=row[0])
 
     def entity(self, level: Level) -> Any:
-        """The index entity of ``level``: a Study, Series or Instance (``None`` if absent)."""
-        return {"STUDY": self.study, "SERIES": self.series, "IMAGE": self.instance}[level]
+        """The index entity of ``level``: a Study (PATIENT keys are kept on the study row),
+        Series or Instance (``None`` if absent)."""
+        return {
+            "PATIENT": self.study,
+            "STUDY": self.study,
+            "SERIES": self.series,
+            "IMAGE": self.instance,
+        }[level]
 
     def value(self, key: KeyDef) -> Any:
         """The hit's value of ``key`` as the index holds it; ``None`` when unknown."""
@@ -91,7 +97,7 @@ def compute(
         _study_values(session, hits, wanted)
     elif level == "SERIES":
         _series_values(session, queries, hits)
-    elif "PixelSpacing" in wanted:
+    elif level == "IMAGE" and "PixelSpacing" in wanted:
         _stored_pixel_spacing(session, hits)
 
 
