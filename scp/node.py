@@ -23,11 +23,13 @@ from scp.config import Config
 from scp.net.ae import build_ae, configure_pynetdicom
 from scp.net.handlers import Handlers
 from scp.net.policy import AssociationPolicy
+from scp.net.retrieve import RetrieveHandlers
 from scp.net.scu import StorageSCU
 from scp.net.server import GuardedAssociationServer, start_listener, transport_bindings
 from scp.services.find import FindService
 from scp.services.forwarding import Forwarder
 from scp.services.ingest import Ingestor
+from scp.services.retrieve import RetrieveService
 from scp.services.series_query import IndexQueries
 from storage.db import ensure_schema, make_engine, make_session_factory
 from storage.filestore import FileStore
@@ -77,6 +79,9 @@ class Node:
             match_unknown=cfg.query.match_unknown,
             relational=cfg.query.relational,
         )
+        self.retrieve = RetrieveHandlers(
+            RetrieveService(self.sessions, self.store), cfg.move_destinations
+        )
         self.api: ApiServer | None = None
         self.ae: AE | None = None
         self.server: GuardedAssociationServer | None = None
@@ -107,6 +112,7 @@ class Node:
                 *self.policy.bindings(),
                 *transport_bindings(),
                 *self.handlers.bindings(),
+                *self.retrieve.bindings(),
             ],
             listen_fd=self.listen_fd,
         )

@@ -8,6 +8,7 @@ fails the test named after it (then update scp/net/compat.py, and REQUIREMENT).
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import queue
 import socket
@@ -188,6 +189,48 @@ def test_send_data_sets_from_files(
     assert assoc.send_c_store(path).Status == SUCCESS
     assoc.release()
     assert got == [(uid, dataset_bytes(path))]
+
+
+def test_resolve_stored_sends(
+    serve: Callable[..., ThreadedAssociationServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Association.send_c_store`` as pynetdicom's Q/R service classes call it for C-GET
+    and C-MOVE sub-operations: a data set with ``resolve_for`` is replaced by what it
+    returns (here the stored file's path, streamed); other arguments go through as is."""
+    compat.resolve_stored_sends()
+    compat.resolve_stored_sends()  # idempotent: wrapped once
+    assert getattr(Association.send_c_store, "_resolves_stored", False)
+    source = inspect.getsource(importlib.import_module("pynetdicom.service_class"))
+    assert "self.assoc.send_c_store(dataset, msg_id=msg_id)" in source  # C-GET
+    assert "store_assoc.send_c_store(" in source  # C-MOVE
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
+    got: list[tuple[str, bytes]] = []
+
+    def on_store(event: Any) -> int:
+        got.append((str(event.request.AffectedSOPInstanceUID), event.request.DataSet.getvalue()))
+        return SUCCESS
+
+    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", False)
+    server = serve([(evt.EVT_C_STORE, on_store)])
+    path = write_ct(tmp_path / "ct.dcm")
+    uid = str(dcmread(path).SOPInstanceUID)
+    seen: list[Any] = []
+
+    class StandIn(Dataset):
+        def resolve_for(self, assoc: Any) -> Path:
+            seen.append(assoc)
+            return path
+
+    stand_in = StandIn()
+    stand_in.SOPInstanceUID = uid
+    assoc = _associate(server, CTImageStorage)
+    assert assoc.send_c_store(stand_in).Status == SUCCESS
+    assert assoc.send_c_store(dcmread(path)).Status == SUCCESS  # a plain data set
+    assoc.release()
+    assert seen == [assoc]
+    assert [u for u, _ in got] == [uid, uid] and got[0][1] == dataset_bytes(path)
 
 
 def test_accept_unknown_storage(

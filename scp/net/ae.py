@@ -73,6 +73,9 @@ def configure_pynetdicom(cfg: Config, tmp_dir: str) -> None:
     # the handler gets event.dataset_path.  The temporary file lives in the store's tmp/
     # folder, on the same filesystem as the store.
     compat.receive_data_sets_to_files()
+    # C-GET/C-MOVE sub-operations stream the stored files (scp.net.retrieve).
+    compat.send_data_sets_from_files()
+    compat.resolve_stored_sends()
     compat.accept_unknown_storage(cfg.node.accept_unknown_sop_classes)
     tempfile.tempdir = tmp_dir
     # Lenient on read: pydicom's check of every value read against its VR (a regex per

@@ -30,6 +30,8 @@ function / class                   pynetdicom name (3.0.4)
 =================================  ===============================================
 :func:`receive_data_sets_to_files` ``_config.STORE_RECV_CHUNKED_DATASET``
 :func:`send_data_sets_from_files`  ``_config.STORE_SEND_CHUNKED_DATASET``
+:func:`resolve_stored_sends`       ``Association.send_c_store`` as the Q/R service
+                                   classes call it for C-GET/C-MOVE sub-operations
 :func:`accept_unknown_storage`     ``_config.UNRESTRICTED_STORAGE_SERVICE``
 :data:`MODE_ACCEPTOR`              ``_globals.MODE_ACCEPTOR``
 :func:`register_server`            ``AE._servers``
@@ -63,6 +65,7 @@ from collections.abc import Iterator
 from typing import IO, Any, cast
 
 import pynetdicom
+from pydicom.dataset import Dataset
 from pynetdicom import _config, _globals, evt
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
@@ -110,6 +113,31 @@ def send_data_sets_from_files() -> None:
     """``Association.send_c_store(path)`` streams the data set of a Part 10 file as it is
     encoded in the file (no decode, no re-encode), in fragments."""
     _config.STORE_SEND_CHUNKED_DATASET = True
+
+
+def resolve_stored_sends() -> None:
+    """Let a C-GET/C-MOVE handler yield a stand-in for a stored file.
+
+    pynetdicom's Query/Retrieve service classes accept only a ``Dataset`` from the
+    handler and pass it to ``Association.send_c_store``, which streams from disk only
+    when given a path.  After this call (idempotent, process-wide), ``send_c_store``
+    called with a data set that has a ``resolve_for(assoc)`` method sends what that
+    method returns instead: the stored file's path (streamed, see
+    :func:`send_data_sets_from_files`) or a re-encodable data set.  Any other argument
+    is passed on untouched.
+    """
+    current = Association.send_c_store
+    if getattr(current, "_resolves_stored", False):
+        return
+
+    def send_c_store(self: Association, dataset: Any, *args: Any, **kwargs: Any) -> Any:
+        resolve = getattr(dataset, "resolve_for", None) if isinstance(dataset, Dataset) else None
+        if callable(resolve):
+            dataset = resolve(self)
+        return current(self, dataset, *args, **kwargs)
+
+    send_c_store._resolves_stored = True  # type: ignore[attr-defined]
+    Association.send_c_store = send_c_store  # type: ignore[method-assign]
 
 
 def accept_unknown_storage(enabled: bool) -> None:
