@@ -21,11 +21,13 @@ from scp.api.app import build_app
 from scp.api.server import ApiServer
 from scp.config import Config
 from scp.net.ae import build_ae, configure_pynetdicom
+from scp.net.commitment import CommitmentHandlers, CommitmentReportSender
 from scp.net.handlers import Handlers
 from scp.net.policy import AssociationPolicy
 from scp.net.retrieve import RetrieveHandlers
 from scp.net.scu import StorageSCU
 from scp.net.server import GuardedAssociationServer, start_listener, transport_bindings
+from scp.services.commitment import CommitmentService, CommitmentWorker
 from scp.services.find import FindService
 from scp.services.forwarding import Forwarder
 from scp.services.ingest import Ingestor
@@ -82,6 +84,23 @@ class Node:
         self.retrieve = RetrieveHandlers(
             RetrieveService(self.sessions, self.store), cfg.move_destinations
         )
+        # Storage Commitment (PS3.4 J): requests are rows; the first process delivers.
+        self.commitment_service = CommitmentService(
+            self.sessions,
+            self.store,
+            cfg.commitment,
+            [p.ae_title for p in cfg.commitment_peers],
+        )
+        self.report_sender = CommitmentReportSender(
+            cfg.node.ae_title,
+            cfg.commitment_peers,
+            timeout_s=cfg.node.dimse_timeout,
+            connect_timeout_s=cfg.forwarding.connect_timeout_s,
+        )
+        self.commitment_worker = CommitmentWorker(self.commitment_service, self.report_sender)
+        self.commitment = CommitmentHandlers(
+            self.commitment_service, self.report_sender, self.commitment_worker.wake
+        )
         self.api: ApiServer | None = None
         self.ae: AE | None = None
         self.server: GuardedAssociationServer | None = None
@@ -113,6 +132,7 @@ class Node:
                 *transport_bindings(),
                 *self.handlers.bindings(),
                 *self.retrieve.bindings(),
+                *self.commitment.bindings(),
             ],
             listen_fd=self.listen_fd,
         )
@@ -137,6 +157,7 @@ class Node:
         )
         if not self.worker:
             self.forwarder.start()
+            self.commitment_worker.start()
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop accepting, let running associations finish within ``grace_s``, close."""
@@ -145,6 +166,7 @@ class Node:
         self._stopped.set()
         grace = self.cfg.node.shutdown_grace_s if grace_s is None else grace_s
         self.forwarder.request_stop()  # no new batches; a running C-STORE finishes
+        self.commitment_worker.stop()  # pending reports stay rows: sent after a restart
         stop_started = time.monotonic()
         server = self.server
         if server is not None:
