@@ -20,6 +20,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
 
+from scp import status
 from scp.config import Peer
 from scp.services.commitment import (
     NO_SUCH_ACTION,
@@ -35,7 +36,7 @@ from scp.services.commitment import (
 log = logging.getLogger("spacing_scp.commitment")
 
 #: N-ACTION status: No such SOP Class (PS3.7 C.5).
-NO_SUCH_SOP_CLASS = 0x0118
+NO_SUCH_SOP_CLASS = status.COMMITMENT_NO_SUCH_SOP_CLASS
 
 
 def _ae(value: Any) -> str:

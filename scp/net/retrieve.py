@@ -138,7 +138,11 @@ class RetrieveHandlers:
         peer = self.destinations.get(title)
         if peer is None:
             log.warning("C-MOVE from %s: unknown Move Destination %r (0xA801)", calling, title)
-            METRICS.inc("spacing_scp_retrieve_total", op="move", status="0xA801")
+            METRICS.inc(
+                "spacing_scp_retrieve_total",
+                op="move",
+                status=f"0x{status.RETRIEVE_REFUSED_MOVE_DESTINATION_UNKNOWN:04X}",
+            )
             yield None, None
             return
         try:

@@ -39,6 +39,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from scp import status
 from scp.config import CommitmentConfig
 from scp.metrics import METRICS
 from storage.db import write_session
@@ -53,17 +54,15 @@ log = logging.getLogger("spacing_scp.commitment")
 SOP_CLASS_UID = "1.2.840.10008.1.20.1"
 SOP_INSTANCE_UID = "1.2.840.10008.1.20.1.1"
 
-#: N-ACTION statuses (PS3.7 C.5, PS3.4 J.3.2.1.2).
-SUCCESS = 0x0000
-PROCESSING_FAILURE = 0x0110
-NO_SUCH_ACTION = 0x0123
-MISSING_ATTRIBUTE = 0x0120
-INVALID_ATTRIBUTE_VALUE = 0x0106
-NOT_AUTHORIZED = 0x0124
-
-#: Failure Reason (0008,1197) values (PS3.3 C.14.1.1, PS3.4 J.3.3.1.1).
-NO_SUCH_OBJECT_INSTANCE = 0x0112
-CLASS_INSTANCE_CONFLICT = 0x0119
+#: N-ACTION statuses (PS3.7 C.5, PS3.4 J.3.2.1.2) and Failure Reasons (0008,1197)
+#: (PS3.3 C.14.1.1, PS3.4 J.3.3.1.1), from :mod:`scp.status`.
+PROCESSING_FAILURE = status.PROCESSING_FAILURE
+NO_SUCH_ACTION = status.COMMITMENT_NO_SUCH_ACTION
+MISSING_ATTRIBUTE = status.COMMITMENT_MISSING_ATTRIBUTE
+INVALID_ATTRIBUTE_VALUE = status.COMMITMENT_INVALID_ATTRIBUTE_VALUE
+NOT_AUTHORIZED = status.COMMITMENT_REFUSED_NOT_AUTHORIZED
+NO_SUCH_OBJECT_INSTANCE = status.COMMITMENT_NO_SUCH_OBJECT_INSTANCE
+CLASS_INSTANCE_CONFLICT = status.COMMITMENT_CLASS_INSTANCE_CONFLICT
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
 

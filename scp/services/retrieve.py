@@ -169,7 +169,8 @@ class RetrieveService:
             rows = session.execute(stmt).all()
         if len(rows) > MAX_SUBOPERATIONS:
             raise RetrieveError(
-                0xA701, f"more than {MAX_SUBOPERATIONS} instances: retrieve less at once"
+                status.RETRIEVE_REFUSED_TOO_MANY_MATCHES,
+                f"more than {MAX_SUBOPERATIONS} instances: retrieve less at once",
             )
         return [
             StoredInstance(sop_class, sop, ts, self.store.path(path))
