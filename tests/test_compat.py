@@ -233,6 +233,38 @@ def test_resolve_stored_sends(
     assert [u for u, _ in got] == [uid, uid] and got[0][1] == dataset_bytes(path)
 
 
+def test_bound_send_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DULServiceProvider.send_pdu / .to_provider_queue: the DIMSE layer queues each
+    P-DATA PDU of a message through ``send_pdu``; once bounded, a sending thread waits
+    while ``limit`` PDUs are queued, until the DUL thread takes one."""
+    from pynetdicom.dimse import DIMSEServiceProvider
+    from pynetdicom.dul import DULServiceProvider
+    from pynetdicom.pdu_primitives import P_DATA
+
+    assert "self.dul.send_pdu(pdata)" in inspect.getsource(DIMSEServiceProvider.send_msg)
+    compat.bound_send_queue(limit=2)
+    wrapped = DULServiceProvider.send_pdu
+    compat.bound_send_queue(limit=2)  # idempotent: wrapped once, the limit updated
+    assert DULServiceProvider.send_pdu is wrapped and getattr(wrapped, "_bounded", False)
+    dul = DULServiceProvider(Association(AE(), compat.MODE_ACCEPTOR))
+    assert isinstance(dul.to_provider_queue, queue.Queue)
+    monkeypatch.setattr(dul, "is_alive", lambda: True)
+    dul.send_pdu(P_DATA())
+    dul.send_pdu(P_DATA())
+    taken: list[float] = []
+
+    def drain() -> None:
+        time.sleep(0.3)
+        taken.append(time.monotonic())
+        dul.to_provider_queue.get()
+
+    threading.Thread(target=drain).start()
+    dul.send_pdu(P_DATA())  # waits for the drain
+    assert taken and time.monotonic() >= taken[0]
+    assert len(dul.to_provider_queue.queue) == 2
+    compat.bound_send_queue()  # back to the node's limit
+
+
 def test_accept_unknown_storage(
     serve: Callable[..., ThreadedAssociationServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ requesters check the statuses, counts, 0xA801 and partial failures.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,3 +276,62 @@ def test_c_move_partial_failure_lists_the_failed_instance(archive: Archive, tmp_
     assert int(final.NumberOfFailedSuboperations) == 1
     assert int(final.NumberOfCompletedSuboperations) == 1
     assert identifier.FailedSOPInstanceUIDList == victim
+
+
+def test_c_get_of_a_large_instance_keeps_node_memory_flat(
+    node_process: Any, tmp_path: Path
+) -> None:
+    """A 300 MB multi-frame instance fetched by C-GET: the node's peak RSS during the
+    retrieve stays < 100 MB above its RSS before it (the file is streamed from disk)."""
+    from tests.dicom_factory import write_large_multiframe
+
+    src = write_large_multiframe(tmp_path / "big.dcm", megabytes=300)
+    node = node_process(data_dir=tmp_path / "data")
+    [res] = send_files(node.port, [src])
+    assert res.status == status.SUCCESS
+    ds = dcmread(src, stop_before_pixels=True)
+    assert node.proc is not None
+    time.sleep(0.5)
+    Path(f"/proc/{node.proc.pid}/clear_refs").write_text("5")  # reset VmHWM
+    before_kb = node.rss_kb("VmRSS")
+    size = 0
+
+    def on_store(event: Any) -> int:
+        nonlocal size
+        size = Path(event.dataset_path).stat().st_size
+        return 0x0000
+
+    from pynetdicom import _config
+
+    recv_chunked = _config.STORE_RECV_CHUNKED_DATASET
+    _config.STORE_RECV_CHUNKED_DATASET = True  # the requester writes to disk too
+    try:
+        ae = _requestor()
+        ae.maximum_pdu_size = 1024 * 1024  # 0 (unlimited) makes pynetdicom send one PDU
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+        # the stored syntax (a re-encoding would load the instance, section 4.2.6)
+        ae.add_requested_context(str(ds.SOPClassUID), [str(ds.file_meta.TransferSyntaxUID)])
+        assoc = ae.associate(
+            "127.0.0.1",
+            node.port,
+            ae_title="SPACING_SCP",
+            ext_neg=[build_role(str(ds.SOPClassUID), scp_role=True)],
+            evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        )
+        query = _identifier("IMAGE", SOPInstanceUID=str(ds.SOPInstanceUID))
+        started = time.monotonic()
+        answers = [
+            st for st, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)
+        ]
+        seconds = time.monotonic() - started
+        assoc.release()
+    finally:
+        _config.STORE_RECV_CHUNKED_DATASET = recv_chunked
+    assert int(answers[-1].Status) == 0x0000 and size >= 300 * 1024 * 1024
+    peak_kb = node.rss_kb("VmHWM")
+    print(
+        f"C-GET of {size / 2**20:.0f} MiB in {seconds:.1f} s: node RSS before {before_kb} kB, "
+        f"peak {peak_kb} kB"
+    )
+    assert (peak_kb - before_kb) < 100 * 1024, (before_kb, peak_kb)
+    assert node.stop() == 0

@@ -161,5 +161,9 @@ class CommitmentHandlers:
         return _status(0x0000), None
 
     def on_dimse_sent(self, event: Any) -> None:
+        """``EVT_DIMSE_SENT`` fires as a message is about to be queued: the worker is woken
+        a moment later, so the N-EVENT-REPORT follows the N-ACTION-RSP on the wire."""
         if type(event.message).__name__ == "N_ACTION_RSP":
-            self.wake()
+            timer = threading.Timer(0.1, self.wake)
+            timer.daemon = True
+            timer.start()

@@ -32,6 +32,8 @@ function / class                   pynetdicom name (3.0.4)
 :func:`send_data_sets_from_files`  ``_config.STORE_SEND_CHUNKED_DATASET``
 :func:`resolve_stored_sends`       ``Association.send_c_store`` as the Q/R service
                                    classes call it for C-GET/C-MOVE sub-operations
+:func:`bound_send_queue`           ``DULServiceProvider.send_pdu``,
+                                   ``.to_provider_queue`` (a ``queue.Queue``)
 :func:`accept_unknown_storage`     ``_config.UNRESTRICTED_STORAGE_SERVICE``
 :data:`MODE_ACCEPTOR`              ``_globals.MODE_ACCEPTOR``
 :func:`register_server`            ``AE._servers``
@@ -70,6 +72,7 @@ from pynetdicom import _config, _globals, evt
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.timer import Timer
 from pynetdicom.transport import AssociationServer, RequestHandler, ThreadedAssociationServer
 
@@ -138,6 +141,40 @@ def resolve_stored_sends() -> None:
 
     send_c_store._resolves_stored = True  # type: ignore[attr-defined]
     Association.send_c_store = send_c_store  # type: ignore[method-assign]
+
+
+#: P-DATA PDUs a sending thread may queue ahead of the DUL thread (see bound_send_queue).
+SEND_QUEUE_PDUS = 16
+_send_limit = SEND_QUEUE_PDUS
+
+
+def bound_send_queue(limit: int = SEND_QUEUE_PDUS) -> None:
+    """Backpressure for data sets sent from files.
+
+    pynetdicom's DIMSE layer reads a data set file one PDU at a time but puts every
+    P-DATA PDU in the DUL's unbounded ``to_provider_queue`` at once: reading a disk is
+    faster than the network, so a large instance sent by path (C-GET, C-MOVE, forwarding)
+    would sit in memory whole.  After this call (idempotent, process-wide), a thread
+    other than the DUL's own that queues a P-DATA PDU waits while ``limit`` are already
+    queued (until the DUL thread takes one, or ends).  A later call only changes the
+    limit.
+    """
+    global _send_limit
+    _send_limit = limit
+    current = DULServiceProvider.send_pdu
+    if getattr(current, "_bounded", False):
+        return
+
+    def send_pdu(self: DULServiceProvider, primitive: Any) -> None:
+        if isinstance(primitive, P_DATA) and threading.current_thread() is not self:
+            pending = self.to_provider_queue
+            with pending.not_full:
+                while len(pending.queue) >= _send_limit and self.is_alive():
+                    pending.not_full.wait(0.05)
+        current(self, primitive)
+
+    send_pdu._bounded = True  # type: ignore[attr-defined]
+    DULServiceProvider.send_pdu = send_pdu  # type: ignore[method-assign]
 
 
 def accept_unknown_storage(enabled: bool) -> None:
