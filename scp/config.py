@@ -185,6 +185,10 @@ class Destination:
     #: finding_code, worst_severity; each a list of accepted values (globs allowed).
     filter: dict[str, list[str]] = field(default_factory=dict)
     calling_ae_title: str = ""  # AE title the node uses towards this destination
+    #: Ask the destination for Storage Commitment (PS3.4 J) of what it received; with
+    #: ``[commitment] commit_when = "forwarded"`` an instance counts as forwarded there
+    #: only once the destination has committed to it.
+    storage_commitment: bool = False
 
 
 @dataclass

@@ -21,13 +21,18 @@ from scp.api.app import build_app
 from scp.api.server import ApiServer
 from scp.config import Config
 from scp.net.ae import build_ae, configure_pynetdicom
-from scp.net.commitment import CommitmentHandlers, CommitmentReportSender
+from scp.net.commitment import (
+    CommitmentHandlers,
+    CommitmentReportSender,
+    CommitmentRequestSender,
+)
 from scp.net.handlers import Handlers
 from scp.net.policy import AssociationPolicy
 from scp.net.retrieve import RetrieveHandlers
 from scp.net.scu import StorageSCU
 from scp.net.server import GuardedAssociationServer, start_listener, transport_bindings
 from scp.services.commitment import CommitmentService, CommitmentWorker
+from scp.services.commitment_scu import DestinationCommitment
 from scp.services.find import FindService
 from scp.services.forwarding import Forwarder
 from scp.services.ingest import Ingestor
@@ -90,6 +95,7 @@ class Node:
             self.store,
             cfg.commitment,
             [p.ae_title for p in cfg.commitment_peers],
+            [d.name for d in cfg.destinations if d.storage_commitment],
         )
         self.report_sender = CommitmentReportSender(
             cfg.node.ae_title,
@@ -97,9 +103,26 @@ class Node:
             timeout_s=cfg.node.dimse_timeout,
             connect_timeout_s=cfg.forwarding.connect_timeout_s,
         )
-        self.commitment_worker = CommitmentWorker(self.commitment_service, self.report_sender)
+        self.destination_commitment = DestinationCommitment(
+            self.sessions,
+            cfg.destinations,
+            CommitmentRequestSender(
+                cfg.node.ae_title,
+                lambda tx, ok, failed: self.destination_commitment.on_report(tx, ok, failed),
+                timeout_s=cfg.node.dimse_timeout,
+            ),
+            resend_after_s=cfg.commitment.forwarded_wait_s / 10,
+        )
+        self.commitment_worker = CommitmentWorker(
+            self.commitment_service,
+            self.report_sender,
+            [self.destination_commitment.run_once],
+        )
         self.commitment = CommitmentHandlers(
-            self.commitment_service, self.report_sender, self.commitment_worker.wake
+            self.commitment_service,
+            self.report_sender,
+            self.commitment_worker.wake,
+            self.destination_commitment.on_report,
         )
         self.api: ApiServer | None = None
         self.ae: AE | None = None

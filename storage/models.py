@@ -192,6 +192,11 @@ class ForwardJob(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Destinations with ``storage_commitment``: ``requested`` (an N-ACTION carried it
+    #: in ``commitment_transaction_uid``), ``committed`` or ``failed`` (its report said
+    #: so); ``None`` before it was asked.
+    commitment_state: Mapped[str | None] = mapped_column(String(16))
+    commitment_transaction_uid: Mapped[str | None] = mapped_column(String(64))
 
 
 Index(

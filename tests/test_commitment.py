@@ -12,6 +12,7 @@ import queue
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -252,3 +253,100 @@ def test_sigkill_between_response_and_report_loses_nothing(
     assert how == "new association" and event_type == 1
     assert report["tx"] == tx and sorted(report["ok"]) == sorted(sops)
     assert again.stop() == 0
+
+
+class CommittingPacs:
+    """A pynetdicom PACS that stores and is a Storage Commitment SCP: it answers an
+    N-ACTION, then reports on the same association; ``refuse`` lists SOP Instance UIDs it
+    reports failed (0x0110)."""
+
+    def __init__(self, refuse: set[str] | None = None) -> None:
+        self.port = free_port()
+        self.refuse = refuse or set()
+        self.stored: set[str] = set()
+        self.actions: list[str] = []
+        self._server: Any = None
+
+    def _on_store(self, event: Any) -> int:
+        self.stored.add(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    def _on_action(self, event: Any) -> tuple[int, None]:
+        info = event.action_information
+        self.actions.append(str(info.TransactionUID))
+        refs = [
+            (str(i.ReferencedSOPClassUID), str(i.ReferencedSOPInstanceUID))
+            for i in info.ReferencedSOPSequence
+        ]
+
+        def report() -> None:
+            time.sleep(0.2)
+            ds = Dataset()
+            ds.TransactionUID = info.TransactionUID
+            ok, bad = [], []
+            for sop_class, sop in refs:
+                item = Dataset()
+                item.ReferencedSOPClassUID = sop_class
+                item.ReferencedSOPInstanceUID = sop
+                if sop in self.stored and sop not in self.refuse:
+                    ok.append(item)
+                else:
+                    item.FailureReason = 0x0110
+                    bad.append(item)
+            if ok:
+                ds.ReferencedSOPSequence = DicomSequence(ok)
+            if bad:
+                ds.FailedSOPSequence = DicomSequence(bad)
+            event.assoc.send_n_event_report(
+                ds, 2 if bad else 1, StorageCommitmentPushModel, SOP_INSTANCE_UID
+            )
+
+        threading.Thread(target=report, daemon=True).start()
+        return 0x0000, None
+
+    def start(self) -> CommittingPacs:
+        from pynetdicom import AllStoragePresentationContexts
+
+        ae = AE(ae_title="CPACS")
+        for cx in AllStoragePresentationContexts[:120]:
+            ae.add_supported_context(cx.abstract_syntax)
+        ae.add_supported_context(StorageCommitmentPushModel)
+        self._server = ae.start_server(
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._on_store), (evt.EVT_N_ACTION, self._on_action)],
+        )
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+
+
+def test_forwarded_waits_for_the_destinations_own_commitment(
+    node_factory: Any, tmp_path: Path, modality: Modality
+) -> None:
+    from scp.config import Destination
+
+    files, sops = _series(tmp_path / "s", 3)
+    pacs = CommittingPacs(refuse={sops[2]}).start()
+    try:
+        cfg = make_config(
+            tmp_path / "data",
+            commitment={"poll_s": 0.2, "retry_s": 0.5, "commit_when": "forwarded"},
+        )
+        cfg.commitment_peers = [Peer(modality.ae_title, "127.0.0.1", modality.port)]
+        cfg.destinations = [
+            Destination("pacs", "CPACS", "127.0.0.1", pacs.port, storage_commitment=True)
+        ]
+        node = node_factory(cfg)
+        assert all(r.status == status.SUCCESS for r in send_files(node.port, files, "MODALITY"))
+        tx = new_uid()
+        assert modality.request(node.port, tx, [(CT, s) for s in sops], wait_s=20) == 0x0000
+        how, event_type, report = modality.report(timeout=1)
+        assert how == "same association" and event_type == 2
+        assert sorted(report["ok"]) == sorted(sops[:2])
+        assert report["failed"] == {sops[2]: 0x0110}  # the PACS did not commit to it
+        assert pacs.actions and pacs.stored == set(sops)
+    finally:
+        pacs.stop()

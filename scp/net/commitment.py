@@ -1,5 +1,7 @@
 """Storage Commitment Push Model on pynetdicom (PS3.4 J): the N-ACTION handler and the
-N-EVENT-REPORT sender (a :class:`scp.services.commitment.ReportSender`).
+N-EVENT-REPORT sender (a :class:`scp.services.commitment.ReportSender`) of the node as
+SCP; the N-ACTION sender and the N-EVENT-REPORT handler of the node as SCU towards its
+``storage_commitment`` destinations (:mod:`scp.services.commitment_scu`).
 
 The N-ACTION-RSP is sent once the request is a row in the index
 (:meth:`scp.services.commitment.CommitmentService.accept`); when it has gone out
@@ -14,14 +16,15 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 from pynetdicom import AE, build_role, evt
 
 from scp import status
-from scp.config import Peer
+from scp.config import Destination, Peer
 from scp.services.commitment import (
     NO_SUCH_ACTION,
     PROCESSING_FAILURE,
@@ -121,6 +124,83 @@ class CommitmentReportSender:
         return None
 
 
+def report_lists(info: Dataset | None) -> tuple[str, list[str], list[str]]:
+    """Transaction UID, committed and failed SOP Instance UIDs of an N-EVENT-REPORT's
+    Event Information (PS3.4 J.3.3.1.1)."""
+    if info is None:
+        return "", [], []
+    committed = [
+        str(i.get("ReferencedSOPInstanceUID", "")) for i in info.get("ReferencedSOPSequence", [])
+    ]
+    failed = [str(i.get("ReferencedSOPInstanceUID", "")) for i in info.get("FailedSOPSequence", [])]
+    return str(info.get("TransactionUID", "")).strip("\x00 "), committed, failed
+
+
+class CommitmentRequestSender:
+    """The node as Storage Commitment SCU (a :class:`scp.services.commitment_scu.
+    CommitmentRequester`): N-ACTION to a destination, then the association stays open up
+    to ``wait_s`` seconds for the report (the destination may also send it later on a new
+    association: :meth:`CommitmentHandlers.on_n_event_report`)."""
+
+    def __init__(
+        self,
+        ae_title: str,
+        on_report: Callable[[str, list[str], list[str]], object],
+        *,
+        timeout_s: float = 30.0,
+        wait_s: float = 10.0,
+    ) -> None:
+        self.ae_title = ae_title
+        self.on_report = on_report
+        self.timeout_s = timeout_s
+        self.wait_s = wait_s
+
+    def request(
+        self, destination: Destination, transaction_uid: str, refs: Sequence[tuple[str, str]]
+    ) -> str | None:
+        reported = threading.Event()
+
+        def on_event(event: Any) -> tuple[int, None]:
+            self.on_report(*report_lists(event.event_information))
+            reported.set()
+            return 0x0000, None
+
+        ae = AE(ae_title=destination.calling_ae_title or self.ae_title)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
+        ae.add_requested_context(SOP_CLASS_UID)
+        assoc = ae.associate(
+            destination.host,
+            destination.port,
+            ae_title=destination.ae_title,
+            evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_event)],
+        )
+        where = f"{destination.ae_title}@{destination.host}:{destination.port}"
+        if not assoc.is_established:
+            return f"no association with {where}"
+        try:
+            info = Dataset()
+            info.TransactionUID = transaction_uid
+            items = []
+            for sop_class, sop in refs:
+                item = Dataset()
+                item.ReferencedSOPClassUID = sop_class
+                item.ReferencedSOPInstanceUID = sop
+                items.append(item)
+            info.ReferencedSOPSequence = DicomSequence(items)
+            try:
+                rsp, _ = assoc.send_n_action(info, 1, SOP_CLASS_UID, SOP_INSTANCE_UID)
+            except Exception as exc:
+                return f"N-ACTION not sent to {where}: {exc}"
+            code = getattr(rsp, "Status", None)
+            if code is None or int(code) != 0x0000:
+                return f"N-ACTION to {where} answered {code if code is None else hex(code)}"
+            reported.wait(self.wait_s)
+            return None
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+
 class CommitmentHandlers:
     """Binds the N-ACTION handler; ``wake`` is called once an N-ACTION-RSP is out."""
 
@@ -129,13 +209,35 @@ class CommitmentHandlers:
         service: CommitmentService,
         sender: CommitmentReportSender,
         wake: Callable[[], None],
+        on_report: Callable[[str, list[str], list[str]], int] | None = None,
     ) -> None:
+        """``on_report``: records a destination's N-EVENT-REPORT
+        (:meth:`scp.services.commitment_scu.DestinationCommitment.on_report`)."""
         self.service = service
         self.sender = sender
         self.wake = wake
+        self.on_report = on_report
 
     def bindings(self) -> list[tuple[Any, Any]]:
-        return [(evt.EVT_N_ACTION, self.on_n_action), (evt.EVT_DIMSE_SENT, self.on_dimse_sent)]
+        return [
+            (evt.EVT_N_ACTION, self.on_n_action),
+            (evt.EVT_N_EVENT_REPORT, self.on_n_event_report),
+            (evt.EVT_DIMSE_SENT, self.on_dimse_sent),
+        ]
+
+    def on_n_event_report(self, event: Any) -> tuple[int, None]:
+        """A destination's Storage Commitment report on an association it opened (the
+        node accepts the SCU role there, PS3.4 J.3.3)."""
+        if self.on_report is None or str(event.request.AffectedSOPClassUID) != SOP_CLASS_UID:
+            return NO_SUCH_SOP_CLASS, None
+        try:
+            transaction, committed, failed = report_lists(event.event_information)
+            if not self.on_report(transaction, committed, failed):
+                log.warning("N-EVENT-REPORT for unknown transaction %s", transaction)
+        except Exception:
+            log.exception("N-EVENT-REPORT from %s failed", _ae(event.assoc.requestor.ae_title))
+            return PROCESSING_FAILURE, None
+        return 0x0000, None
 
     def on_n_action(self, event: Any) -> tuple[Dataset, None]:
         """N-ACTION-RQ, Request Storage Commitment (PS3.4 J.3.2)."""

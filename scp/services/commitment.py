@@ -14,8 +14,10 @@ pending request with an N-EVENT-REPORT (PS3.4 J.3.3): Event Type ID 1 (all commi
   "forwarded"``) a destination that routes it gave up (its forward job is ``dead``) or did
   not confirm it within ``forwarded_wait_s``.
 
-With ``commit_when = "forwarded"`` an instance is committed only once every forward job
-of it is ``done`` (:mod:`storage.outbox`); the report waits until then.
+With ``commit_when = "forwarded"`` an instance is committed only once the latest forward
+job of it for every destination is ``done`` (:mod:`storage.outbox`) and, for destinations
+with ``storage_commitment``, committed by the destination
+(:mod:`scp.services.commitment_scu`); the report waits until then.
 
 The report goes out through a :class:`ReportSender` the network layer implements
 (:mod:`scp.net.commitment`): on the requesting association while it is open, else on a new
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -173,12 +175,16 @@ class CommitmentService:
         store: FileStore,
         cfg: CommitmentConfig,
         peers: Sequence[str],
+        committing: Sequence[str] = (),
     ) -> None:
-        """``peers``: the AE titles of ``[[commitment_peers]]`` (the only requesters)."""
+        """``peers``: the AE titles of ``[[commitment_peers]]`` (the only requesters);
+        ``committing``: the destinations with ``storage_commitment`` (their jobs count
+        once the destination committed, :mod:`scp.services.commitment_scu`)."""
         self.sessions = sessions
         self.store = store
         self.cfg = cfg
         self.peers = frozenset(p.strip() for p in peers)
+        self.committing = frozenset(committing)
 
     def accept(self, info: Dataset | None, calling: str, called: str) -> int:
         """Check and record an N-ACTION request; returns the row id.
@@ -228,15 +234,22 @@ class CommitmentService:
                 ).where(Instance.sop_instance_uid.in_([i for _, i in refs]))
             )
         }
-        jobs: dict[int, list[str]] = {}
+        # The latest job per instance and destination (a resend adds a job next to the
+        # history): its state, and its commitment state (destinations that commit).
+        jobs: dict[int, dict[str, tuple[str, str | None]]] = {}
         if self.cfg.commit_when == "forwarded" and found:
             ids = [v[2] for v in found.values()]
-            for instance_id, state in session.execute(
-                select(ForwardJob.instance_id, ForwardJob.state).where(
-                    ForwardJob.instance_id.in_(ids)
+            for instance_id, dest, state, committed in session.execute(
+                select(
+                    ForwardJob.instance_id,
+                    ForwardJob.destination,
+                    ForwardJob.state,
+                    ForwardJob.commitment_state,
                 )
+                .where(ForwardJob.instance_id.in_(ids))
+                .order_by(ForwardJob.id)
             ):
-                jobs.setdefault(instance_id, []).append(state)
+                jobs.setdefault(instance_id, {})[dest] = (state, committed)
         created = as_utc(row.created_at) or now
         waited_out = now - created >= timedelta(seconds=self.cfg.forwarded_wait_s)
         report = Report(row.transaction_uid)
@@ -249,16 +262,25 @@ class CommitmentService:
             elif not self.store.path(stored[1]).is_file():
                 report.failed.append((sop_class, sop, PROCESSING_FAILURE))
             else:
-                states = jobs.get(stored[2], [])
-                if "dead" in states:
-                    report.failed.append((sop_class, sop, PROCESSING_FAILURE))
-                elif any(s != "done" for s in states):
-                    if not waited_out:
-                        return None
-                    report.failed.append((sop_class, sop, PROCESSING_FAILURE))
-                else:
+                verdict = self._forwarded(jobs.get(stored[2], {}))
+                if verdict is None and not waited_out:
+                    return None
+                if verdict:
                     report.committed.append((sop_class, sop))
+                else:
+                    report.failed.append((sop_class, sop, PROCESSING_FAILURE))
         return report
+
+    def _forwarded(self, latest: dict[str, tuple[str, str | None]]) -> bool | None:
+        """Every destination holds it (``True``), one never will (``False``: its job is
+        ``dead`` or its commitment ``failed``), or not yet (``None``)."""
+        verdict: bool | None = True
+        for dest, (state, committed) in latest.items():
+            if state == "dead" or committed == "failed":
+                return False
+            if state != "done" or (dest in self.committing and committed != "committed"):
+                verdict = None
+        return verdict
 
     def due(self, now: datetime | None = None) -> list[PendingReport]:
         """Pending requests due now whose report is ready."""
@@ -317,9 +339,17 @@ class CommitmentWorker:
     every ``poll_s`` seconds (forward jobs finishing, retries, requests from before a
     restart)."""
 
-    def __init__(self, service: CommitmentService, sender: ReportSender) -> None:
+    def __init__(
+        self,
+        service: CommitmentService,
+        sender: ReportSender,
+        passes: Sequence[Callable[[], object]] = (),
+    ) -> None:
+        """``passes``: more work run on every pass before the reports (the node's own
+        commitment requests to its destinations)."""
         self.service = service
         self.sender = sender
+        self.passes = list(passes)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -339,6 +369,11 @@ class CommitmentWorker:
 
     def run_once(self) -> int:
         """Deliver every ready report once; returns how many were sent successfully."""
+        for extra in self.passes:
+            try:
+                extra()
+            except Exception:
+                log.exception("commitment worker: %s failed", getattr(extra, "__name__", extra))
         sent = 0
         for pending in self.service.due():
             if self._stop.is_set():

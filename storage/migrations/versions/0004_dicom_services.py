@@ -1,4 +1,4 @@
-"""dicom services: Patient's Name in the index (C-FIND), Storage Commitment requests
+"""dicom services: Patient's Name (C-FIND), Storage Commitment requests, destinations' commitment
 
 Revision ID: 0004
 Revises: 0002
@@ -39,9 +39,17 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_commitment_requests_due", ["state", "next_attempt_at"], unique=False
         )
+    with op.batch_alter_table("forward_jobs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("commitment_state", sa.String(length=16), nullable=True))
+        batch_op.add_column(
+            sa.Column("commitment_transaction_uid", sa.String(length=64), nullable=True)
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("forward_jobs", schema=None) as batch_op:
+        batch_op.drop_column("commitment_transaction_uid")
+        batch_op.drop_column("commitment_state")
     with op.batch_alter_table("commitment_requests", schema=None) as batch_op:
         batch_op.drop_index("ix_commitment_requests_due")
     op.drop_table("commitment_requests")
