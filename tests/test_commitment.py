@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import queue
 import signal
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -26,9 +24,10 @@ from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr
 
 from scp import status
 from scp.config import Peer
-from scp.services.commitment import SOP_INSTANCE_UID
-from tests.conftest import dcmtk_env, dcmtk_tool, free_port, make_config, send_files
+from scp.services.commitment import SOP_INSTANCE_UID, action_information
+from tests.conftest import free_port, make_config, send_files
 from tests.dicom_factory import new_uid, write_ct
+from tests.pacs import DcmtkPacs
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -80,15 +79,7 @@ class Modality:
             evt_handlers=[(evt.EVT_N_EVENT_REPORT, self._on_report("same association"))],
         )
         assert assoc.is_established
-        info = Dataset()
-        info.TransactionUID = transaction
-        items = []
-        for sop_class, sop in refs:
-            item = Dataset()
-            item.ReferencedSOPClassUID = sop_class
-            item.ReferencedSOPInstanceUID = sop
-            items.append(item)
-        info.ReferencedSOPSequence = DicomSequence(items)
+        info = action_information(transaction, refs)
         rsp, _ = assoc.send_n_action(info, 1, StorageCommitmentPushModel, SOP_INSTANCE_UID)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and self.reports.empty():
@@ -170,23 +161,6 @@ def test_unknown_requester_and_bad_request_are_refused(
     assert modality.request(node.port, new_uid(), []) == 0x0120
 
 
-def _storescp(port: int, out: Path) -> subprocess.Popen[bytes]:
-    out.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [dcmtk_tool("storescp"), "-aet", "PACS", "-od", str(out), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=dcmtk_env(),
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        time.sleep(0.05)
-    raise RuntimeError("storescp did not start")
-
-
 @pytest.mark.dcmtk
 def test_commit_when_forwarded_waits_for_the_pacs_across_a_restart(
     node_factory: Any, tmp_path: Path, modality: Modality
@@ -217,12 +191,11 @@ def test_commit_when_forwarded_waits_for_the_pacs_across_a_restart(
     try:
         time.sleep(1.0)
         assert modality.reports.empty()
-        pacs = _storescp(pacs_port, tmp_path / "pacs")
+        pacs = DcmtkPacs(tmp_path / "pacs", port=pacs_port)
         try:
             how, event_type, report = modality.report(timeout=30)
         finally:
-            pacs.terminate()
-            pacs.wait(10)
+            pacs.stop()
         assert how == "new association" and event_type == 1
         assert report["tx"] == tx and sorted(report["ok"]) == sorted(sops)
         assert len(list((tmp_path / "pacs").iterdir())) == 3

@@ -113,6 +113,20 @@ def _wait(predicate: Callable[[], bool], within_s: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+def _recording_server(
+    serve: Callable[..., ThreadedAssociationServer], monkeypatch: pytest.MonkeyPatch
+) -> tuple[ThreadedAssociationServer, list[tuple[str, bytes]]]:
+    """A Storage SCP recording (SOP Instance UID, data set bytes) of each C-STORE."""
+    got: list[tuple[str, bytes]] = []
+
+    def on_store(event: Any) -> int:
+        got.append((str(event.request.AffectedSOPInstanceUID), event.request.DataSet.getvalue()))
+        return SUCCESS
+
+    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", False)
+    return serve([(evt.EVT_C_STORE, on_store)]), got
+
+
 # -- the version check -------------------------------------------------------------------------
 
 
@@ -172,14 +186,7 @@ def test_send_data_sets_from_files(
     monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", False)
     compat.send_data_sets_from_files()
     assert _config.STORE_SEND_CHUNKED_DATASET is True
-    got: list[tuple[str, bytes]] = []
-
-    def on_store(event: Any) -> int:
-        got.append((str(event.request.AffectedSOPInstanceUID), event.request.DataSet.getvalue()))
-        return SUCCESS
-
-    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", False)
-    server = serve([(evt.EVT_C_STORE, on_store)])
+    server, got = _recording_server(serve, monkeypatch)
     path = write_ct(tmp_path / "ct.dcm")
     ds = dcmread(path)
     uid = str(ds.SOPInstanceUID)
@@ -206,14 +213,7 @@ def test_resolve_stored_sends(
     assert "self.assoc.send_c_store(dataset, msg_id=msg_id)" in source  # C-GET
     assert "store_assoc.send_c_store(" in source  # C-MOVE
     monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
-    got: list[tuple[str, bytes]] = []
-
-    def on_store(event: Any) -> int:
-        got.append((str(event.request.AffectedSOPInstanceUID), event.request.DataSet.getvalue()))
-        return SUCCESS
-
-    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", False)
-    server = serve([(evt.EVT_C_STORE, on_store)])
+    server, got = _recording_server(serve, monkeypatch)
     path = write_ct(tmp_path / "ct.dcm")
     uid = str(dcmread(path).SOPInstanceUID)
     seen: list[Any] = []

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence as DicomSequence
 from pynetdicom import AE, build_role, evt
 
 from scp import status
@@ -34,6 +33,7 @@ from scp.services.commitment import (
     CommitmentService,
     PendingReport,
     Report,
+    action_information,
 )
 
 log = logging.getLogger("spacing_scp.commitment")
@@ -178,15 +178,7 @@ class CommitmentRequestSender:
         if not assoc.is_established:
             return f"no association with {where}"
         try:
-            info = Dataset()
-            info.TransactionUID = transaction_uid
-            items = []
-            for sop_class, sop in refs:
-                item = Dataset()
-                item.ReferencedSOPClassUID = sop_class
-                item.ReferencedSOPInstanceUID = sop
-                items.append(item)
-            info.ReferencedSOPSequence = DicomSequence(items)
+            info = action_information(transaction_uid, refs)
             try:
                 rsp, _ = assoc.send_n_action(info, 1, SOP_CLASS_UID, SOP_INSTANCE_UID)
             except Exception as exc:

@@ -91,9 +91,7 @@ class Report:
         ds = Dataset()
         ds.TransactionUID = self.transaction_uid
         if self.committed:
-            ds.ReferencedSOPSequence = DicomSequence(
-                [_ref(sop_class, sop) for sop_class, sop in self.committed]
-            )
+            ds.ReferencedSOPSequence = referenced_sop_sequence(self.committed)
         if self.failed:
             items = []
             for sop_class, sop, reason in self.failed:
@@ -109,6 +107,19 @@ def _ref(sop_class: str, sop: str) -> Dataset:
     item.ReferencedSOPClassUID = sop_class
     item.ReferencedSOPInstanceUID = sop
     return item
+
+
+def referenced_sop_sequence(refs: Sequence[tuple[str, str]]) -> DicomSequence:
+    """Referenced SOP Sequence (0008,1199) items of ``(sop_class_uid, sop_instance_uid)``."""
+    return DicomSequence([_ref(sop_class, sop) for sop_class, sop in refs])
+
+
+def action_information(transaction_uid: str, refs: Sequence[tuple[str, str]]) -> Dataset:
+    """An N-ACTION Request Storage Commitment's Action Information (PS3.4 J.3.2.1.1)."""
+    info = Dataset()
+    info.TransactionUID = transaction_uid
+    info.ReferencedSOPSequence = referenced_sop_sequence(refs)
+    return info
 
 
 @dataclass(frozen=True)
