@@ -20,6 +20,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, StoragePresentationContexts, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
     PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -335,3 +336,36 @@ def test_c_get_of_a_large_instance_keeps_node_memory_flat(
     )
     assert (peak_kb - before_kb) < 100 * 1024, (before_kb, peak_kb)
     assert node.stop() == 0
+
+
+def test_c_get_cancel_stops_between_sub_operations(archive: Archive) -> None:
+    """C-CANCEL-GET-RQ (PS3.7 9.3.3.3): the node stops before the next sub-operation and
+    answers Cancel (0xFE00) with the counts so far."""
+    ae = _requestor()
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    got: list[str] = []
+    assoc: Any = None
+
+    def on_store(event: Any) -> int:
+        got.append(str(event.request.AffectedSOPInstanceUID))
+        if len(got) == 1:  # cancel while the first sub-operation is being answered
+            assoc.send_c_cancel(1, query_model=StudyRootQueryRetrieveInformationModelGet)
+        return 0x0000
+
+    assoc = ae.associate(
+        "127.0.0.1",
+        archive.node.port,
+        ae_title="SPACING_SCP",
+        ext_neg=[build_role(CTImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    query = _identifier("STUDY", StudyInstanceUID=archive.study)
+    answers = [
+        st for st, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet, msg_id=1)
+    ]
+    assoc.release()
+    final = answers[-1]
+    assert int(final.Status) == status.FIND_CANCEL
+    assert int(final.NumberOfCompletedSuboperations) == len(got) < 6
+    assert int(final.NumberOfRemainingSuboperations) == 6 - len(got)
