@@ -369,3 +369,44 @@ def test_c_get_cancel_stops_between_sub_operations(archive: Archive) -> None:
     assert int(final.Status) == status.FIND_CANCEL
     assert int(final.NumberOfCompletedSuboperations) == len(got) < 6
     assert int(final.NumberOfRemainingSuboperations) == 6 - len(got)
+
+
+def test_c_move_transcodes_losslessly_when_the_peer_refuses_the_stored_syntax(
+    node_factory: Any, tmp_path: Path
+) -> None:
+    """Stored RLE Lossless and Explicit VR Little Endian; dcmtk's storescp accepts only
+    Implicit VR Little Endian: the RLE instance is decompressed, the other re-encoded,
+    both pixel-identical."""
+    import numpy as np
+    from pydicom.uid import ImplicitVRLittleEndian, RLELossless
+
+    from tests.dicom_factory import ct_dataset, write
+
+    study, series = new_uid(), new_uid()
+    rle = ct_dataset(study=study, series=series, instance_number=1)
+    write(rle, tmp_path / "native.dcm")  # file meta for compress()
+    rle.compress(RLELossless, generate_instance_uid=False)
+    files = [
+        write(rle, tmp_path / "rle.dcm", RLELossless),
+        write_ct(tmp_path / "plain.dcm", study=study, series=series, instance_number=2),
+    ]
+    # dcmtk in its own process: an in-process pynetdicom SCP would share the node's
+    # process-wide pynetdicom settings (unrestricted storage accepts any syntax)
+    pacs = DcmtkPacs(tmp_path / "implicit", ae_title="IMPLICIT", accept="+xi")
+    try:
+        cfg = make_config(tmp_path / "data")
+        cfg.move_destinations = [Peer("IMPLICIT", "127.0.0.1", pacs.port)]
+        node = node_factory(cfg)
+        results = send_files(node.port, files)
+        assert all(r.status == status.SUCCESS for r in results), results
+        responses = c_move(node.port, _identifier("SERIES", SeriesInstanceUID=series), "IMPLICIT")
+        assert int(responses[-1].Status) == 0x0000, responses[-1]
+        assert int(responses[-1].NumberOfCompletedSuboperations) == 2
+        by_uid = {str(ds.SOPInstanceUID): ds for ds in map(dcmread, pacs.files())}
+        for source in files:
+            sent = dcmread(source)
+            got = by_uid[str(sent.SOPInstanceUID)]
+            assert got.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+            assert np.array_equal(got.pixel_array, sent.pixel_array)
+    finally:
+        pacs.stop()

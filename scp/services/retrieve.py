@@ -221,5 +221,7 @@ def what_to_send(instance: StoredInstance, accepted: Sequence[str]) -> Path | Da
         )
     ds = dcmread(instance.path)
     if stored in LOSSLESS_COMPRESSED:
-        ds.decompress()  # raises when no pixel data handler can decode it
+        # the same instance, only decoded: pydicom would otherwise mint a new SOP
+        # Instance UID; raises when no pixel data handler can decode it
+        ds.decompress(generate_instance_uid=False)
     return ds  # the network layer encodes it in the accepted uncompressed syntax
