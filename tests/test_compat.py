@@ -265,6 +265,22 @@ def test_bound_send_queue(monkeypatch: pytest.MonkeyPatch) -> None:
     compat.bound_send_queue()  # back to the node's limit
 
 
+def test_cap_send_pdu() -> None:
+    """DIMSEServiceProvider.maximum_pdu_size: the peer's Maximum Length, which ``send_msg``
+    fragments every message with; once capped, a peer's 0 (no limit) reads as the cap."""
+    from pynetdicom.dimse import DIMSEServiceProvider
+
+    assert "self.maximum_pdu_size" in inspect.getsource(DIMSEServiceProvider.send_msg)
+    compat.cap_send_pdu(cap=4096)
+    compat.cap_send_pdu(cap=4096)  # idempotent
+    assoc = Association(AE(), compat.MODE_ACCEPTOR)
+    assoc.requestor.maximum_length = 0
+    assert assoc.dimse.maximum_pdu_size == 4096
+    assoc.requestor.maximum_length = 16382
+    assert assoc.dimse.maximum_pdu_size == 16382
+    compat.cap_send_pdu()  # back to the node's cap
+
+
 def test_accept_unknown_storage(
     serve: Callable[..., ThreadedAssociationServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:

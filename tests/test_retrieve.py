@@ -279,11 +279,13 @@ def test_c_move_partial_failure_lists_the_failed_instance(archive: Archive, tmp_
     assert identifier.FailedSOPInstanceUIDList == victim
 
 
+@pytest.mark.parametrize("requester_max_pdu", [1024 * 1024, 0])
 def test_c_get_of_a_large_instance_keeps_node_memory_flat(
-    node_process: Any, tmp_path: Path
+    node_process: Any, tmp_path: Path, requester_max_pdu: int
 ) -> None:
     """A 300 MB multi-frame instance fetched by C-GET: the node's peak RSS during the
-    retrieve stays < 100 MB above its RSS before it (the file is streamed from disk)."""
+    retrieve stays < 100 MB above its RSS before it (the file is streamed from disk), also
+    for a requester that announces no PDU limit (0)."""
     from tests.dicom_factory import write_large_multiframe
 
     src = write_large_multiframe(tmp_path / "big.dcm", megabytes=300)
@@ -308,7 +310,7 @@ def test_c_get_of_a_large_instance_keeps_node_memory_flat(
     _config.STORE_RECV_CHUNKED_DATASET = True  # the requester writes to disk too
     try:
         ae = _requestor()
-        ae.maximum_pdu_size = 1024 * 1024  # 0 (unlimited) makes pynetdicom send one PDU
+        ae.maximum_pdu_size = requester_max_pdu
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
         # the stored syntax (a re-encoding would load the instance, section 4.2.6)
         ae.add_requested_context(str(ds.SOPClassUID), [str(ds.file_meta.TransferSyntaxUID)])

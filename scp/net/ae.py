@@ -77,6 +77,7 @@ def configure_pynetdicom(cfg: Config, tmp_dir: str) -> None:
     compat.send_data_sets_from_files()
     compat.resolve_stored_sends()
     compat.bound_send_queue()  # a file sent by path stays on disk, not in the queue
+    compat.cap_send_pdu()  # and goes out in bounded PDUs, also to "no limit" peers
     compat.accept_unknown_storage(cfg.node.accept_unknown_sop_classes)
     tempfile.tempdir = tmp_dir
     # Lenient on read: pydicom's check of every value read against its VR (a regex per

@@ -34,6 +34,8 @@ function / class                   pynetdicom name (3.0.4)
                                    classes call it for C-GET/C-MOVE sub-operations
 :func:`bound_send_queue`           ``DULServiceProvider.send_pdu``,
                                    ``.to_provider_queue`` (a ``queue.Queue``)
+:func:`cap_send_pdu`               ``DIMSEServiceProvider.maximum_pdu_size`` as
+                                   ``send_msg`` fragments a message with it
 :func:`accept_unknown_storage`     ``_config.UNRESTRICTED_STORAGE_SERVICE``
 :data:`MODE_ACCEPTOR`              ``_globals.MODE_ACCEPTOR``
 :func:`register_server`            ``AE._servers``
@@ -71,6 +73,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import _config, _globals, evt
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.timer import Timer
@@ -175,6 +178,31 @@ def bound_send_queue(limit: int = SEND_QUEUE_PDUS) -> None:
 
     send_pdu._bounded = True  # type: ignore[attr-defined]
     DULServiceProvider.send_pdu = send_pdu  # type: ignore[method-assign]
+
+
+#: Largest P-DATA PDU the node sends to a peer that announced no limit (0), bytes.
+SEND_PDU_CAP = 1024 * 1024
+_send_pdu_cap = SEND_PDU_CAP
+
+
+def cap_send_pdu(cap: int = SEND_PDU_CAP) -> None:
+    """A peer whose Maximum Length is 0 (no limit, PS3.8 D.1) would get each data set in
+    one PDU, built in memory whole; after this call (idempotent, process-wide) the node
+    sends it PDUs of at most ``cap`` bytes (smaller PDUs are always allowed).  A later
+    call only changes the cap."""
+    global _send_pdu_cap
+    _send_pdu_cap = cap
+    current = cast(property, DIMSEServiceProvider.__dict__["maximum_pdu_size"])
+    getter = current.fget
+    if getter is None or getattr(getter, "_capped", False):
+        return
+
+    def maximum_pdu_size(self: DIMSEServiceProvider) -> int:
+        size = int(getter(self))
+        return size if size > 0 else _send_pdu_cap
+
+    maximum_pdu_size._capped = True  # type: ignore[attr-defined]
+    DIMSEServiceProvider.maximum_pdu_size = property(maximum_pdu_size)  # type: ignore[method-assign,assignment]
 
 
 def accept_unknown_storage(enabled: bool) -> None:
