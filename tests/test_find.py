@@ -799,14 +799,23 @@ def test_relational_series_and_image_queries(archive: Archive) -> None:
 
 def test_patient_root_levels(archive: Archive) -> None:
     port = archive.node.port
-    result = c_find_model(
-        port, identifier("PATIENT", PatientID="PAT-*", PatientName=""), PATIENT_ROOT
-    )
+    query = identifier("PATIENT", PatientID="PAT-*", PatientName="")
+    query.NumberOfPatientRelatedStudies = None
+    query.NumberOfPatientRelatedSeries = None
+    query.NumberOfPatientRelatedInstances = None
+    result = c_find_model(port, query, PATIENT_ROOT)
     assert result.final.Status == status.SUCCESS
-    assert {(str(ds.PatientID), str(ds.PatientName)) for ds in result.identifiers} == {
-        ("PAT-A", "Doe^John"),
-        ("PAT-B", "DOE^JANE"),
-    }
+    assert result.statuses[:-1] == [status.FIND_PENDING] * 2
+    assert {
+        (
+            str(ds.PatientID),
+            str(ds.PatientName),
+            int(ds.NumberOfPatientRelatedStudies),
+            int(ds.NumberOfPatientRelatedSeries),
+            int(ds.NumberOfPatientRelatedInstances),
+        )
+        for ds in result.identifiers
+    } == {("PAT-A", "Doe^John", 1, 2, 11), ("PAT-B", "DOE^JANE", 1, 1, 3)}
     result = c_find_model(
         port, identifier("STUDY", PatientID="PAT-A", StudyInstanceUID=""), PATIENT_ROOT
     )

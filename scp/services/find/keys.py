@@ -95,6 +95,9 @@ KEYS: tuple[KeyDef, ...] = (
     # The index keeps them on the study row; a patient is the studies of one Patient ID.
     KeyDef("PatientName", "PATIENT", "pn", "patient_name"),
     KeyDef("PatientID", "PATIENT", "string", "patient_id"),
+    KeyDef("NumberOfPatientRelatedStudies", "PATIENT", "return", computed=True),
+    KeyDef("NumberOfPatientRelatedSeries", "PATIENT", "return", computed=True),
+    KeyDef("NumberOfPatientRelatedInstances", "PATIENT", "return", computed=True),
     # STUDY level (PS3.4 Table C.6-5)
     KeyDef("StudyInstanceUID", "STUDY", "uid", "study_instance_uid"),
     KeyDef("AccessionNumber", "STUDY", "string", "accession_number"),
