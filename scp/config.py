@@ -43,12 +43,14 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from scp.config_tables import (
     _SWAP_RULE_SCHEMA,
+    CommitmentConfig,
     ConfigError,
     Destination,
     ForwardingConfig,
     HttpConfig,
     LoggingConfig,
     NodeConfig,
+    Peer,
     PolicyConfig,
     QueryConfig,
     SecurityConfig,
@@ -128,8 +130,15 @@ class Config(BaseSettings):
     tls: TlsConfig = Field(default_factory=TlsConfig)
     query: QueryConfig = Field(default_factory=QueryConfig)
     forwarding: ForwardingConfig = Field(default_factory=ForwardingConfig)
+    commitment: CommitmentConfig = Field(default_factory=CommitmentConfig)
     #: ``[[destinations]]``: where instances are forwarded.
     destinations: list[Destination] = Field(default_factory=list)
+    #: ``[[commitment_peers]]``: where Storage Commitment reports go on a new association,
+    #: by AE title (PS3.4 J.3.3).
+    commitment_peers: list[Peer] = Field(default_factory=list)
+    #: ``[[move_destinations]]``: where C-MOVE may send, by AE title (PS3.4 C.4.2); others
+    #: get 0xA801.
+    move_destinations: list[Peer] = Field(default_factory=list)
     #: ``[[swap_rules]]``: devices known to write Pixel Spacing reversed (rule 7).
     swap_rules: list[SwapRule] = Field(
         default_factory=list, json_schema_extra={"items": _SWAP_RULE_SCHEMA}
@@ -162,6 +171,21 @@ class Config(BaseSettings):
         names = [d.name for d in value]
         if len(set(names)) != len(names):
             raise ValueError("names must be unique")
+        return value
+
+    @field_validator("commitment_peers", "move_destinations", mode="before")
+    @classmethod
+    def _peer_tables(cls, value: Any, info: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError(f"use [[{info.field_name}]] tables")
+        return value
+
+    @field_validator("commitment_peers", "move_destinations", mode="after")
+    @classmethod
+    def _unique_titles(cls, value: list[Peer]) -> list[Peer]:
+        titles = [p.ae_title.strip() for p in value]
+        if len(set(titles)) != len(titles):
+            raise ValueError("AE titles must be unique")
         return value
 
     @field_validator("swap_rules", mode="before")
@@ -238,6 +262,8 @@ class Config(BaseSettings):
             else f"{d.name}={d.ae_title}@{d.host}:{d.port}"
             for d in self.destinations
         ]
+        for name in ("commitment_peers", "move_destinations"):
+            out[name] = [f"{p.ae_title}@{p.host}:{p.port}" for p in getattr(self, name)]
         return out
 
 
@@ -252,6 +278,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "tls": TlsConfig,
     "query": QueryConfig,
     "forwarding": ForwardingConfig,
+    "commitment": CommitmentConfig,
 }
 
 
@@ -404,6 +431,7 @@ def json_schema() -> dict[str, Any]:
 
 __all__ = [
     "ENV_PREFIX",
+    "CommitmentConfig",
     "Config",
     "ConfigError",
     "Destination",
@@ -411,6 +439,7 @@ __all__ = [
     "HttpConfig",
     "LoggingConfig",
     "NodeConfig",
+    "Peer",
     "PolicyConfig",
     "QueryConfig",
     "SecurityConfig",

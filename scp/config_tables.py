@@ -183,6 +183,52 @@ class QueryConfig(_Section):
     max_results: int = 10000
     #: PS3.4 C.2.2.1.2: an entity whose key is empty (unknown) matches any value of it.
     match_unknown: bool = True
+    #: Relational queries (PS3.4 C.4.1.2.2) from every requester; false: only from those
+    #: that ask in SOP Class Extended Negotiation, others get baseline hierarchical search.
+    relational: bool = True
+
+
+class CommitmentConfig(_Section):
+    """The Storage Commitment Push Model SCP (``scp.services.commitment``, PS3.4 J)."""
+
+    #: ``stored``: an instance is committed once stored and indexed; ``forwarded``: also
+    #: once every destination that routes it has it (its forward job is ``done``).
+    commit_when: Literal["stored", "forwarded"] = "stored"
+    #: Seconds between checks of pending requests (and retries of a failed report).
+    poll_s: float = 2.0
+    #: Seconds between attempts to deliver a report on a new association.
+    retry_s: float = 30.0
+    #: Attempts to deliver a report before the request is given up (``dead``).
+    max_attempts: int = 100
+    #: With ``forwarded``: seconds to wait for the destinations; then the instances not
+    #: yet forwarded are reported failed (0x0110 processing failure).
+    forwarded_wait_s: float = 86400.0
+
+    @model_validator(mode="after")
+    def _check(self) -> CommitmentConfig:
+        for key in ("poll_s", "retry_s", "forwarded_wait_s"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key}: must be greater than 0")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts: at least 1")
+        return self
+
+
+class Peer(_Section):
+    """A remote AE the node connects to: ``[[commitment_peers]]``, ``[[move_destinations]]``."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    @model_validator(mode="after")
+    def _check(self) -> Peer:
+        problem = ae_title_problem(self.ae_title)
+        if problem is not None:
+            raise ValueError(f"ae_title: {self.ae_title!r} is not an AE title: {problem}")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port: {self.port} is not a TCP port")
+        return self
 
 
 class Destination(_Section):
@@ -215,6 +261,10 @@ class Destination(_Section):
     #: finding_code, worst_severity; each a list of accepted values (globs allowed).
     filter: dict[str, list[str]] = Field(default_factory=dict)
     calling_ae_title: str = ""  # AE title the node uses towards this destination
+    #: Ask the destination for Storage Commitment (PS3.4 J) of what it received; with
+    #: ``[commitment] commit_when = "forwarded"`` an instance counts as forwarded there
+    #: only once the destination has committed to it.
+    storage_commitment: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> Destination:
@@ -258,7 +308,7 @@ class Destination(_Section):
         return self
 
 
-_DIMSE_ONLY = frozenset({"ae_title", "host", "port", "calling_ae_title"})
+_DIMSE_ONLY = frozenset({"ae_title", "host", "port", "calling_ae_title", "storage_commitment"})
 _STOW_ONLY = frozenset({"url", "token", "username", "password", "verify_tls", "ca_file"})
 
 

@@ -42,6 +42,18 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "C-FIND requests answered, by level and status",
         ("level", "status"),
     ),
+    "spacing_scp_commitment_requests_total": (
+        "Storage Commitment requests (N-ACTION) accepted",
+        (),
+    ),
+    "spacing_scp_commitment_reports_total": (
+        "Storage Commitment report deliveries (N-EVENT-REPORT), by outcome (done, retry, dead)",
+        ("outcome",),
+    ),
+    "spacing_scp_retrieve_total": (
+        "C-MOVE/C-GET requests, by operation and final status (done or the refusal status)",
+        ("op", "status"),
+    ),
     "spacing_scp_stow_instances_total": (
         "STOW-RS parts by the C-STORE status they were given",
         ("status",),

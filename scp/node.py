@@ -25,15 +25,24 @@ from scp.api.server import ApiServer
 from scp.config import Config
 from scp.metrics import METRICS
 from scp.net.ae import build_ae, configure_pynetdicom
+from scp.net.commitment import (
+    CommitmentHandlers,
+    CommitmentReportSender,
+    CommitmentRequestSender,
+)
 from scp.net.handlers import Handlers
 from scp.net.policy import AssociationPolicy
+from scp.net.retrieve import RetrieveHandlers
 from scp.net.scu import StorageSCU
 from scp.net.server import GuardedAssociationServer, start_listener, transport_bindings
 from scp.net.stow_rs import StowRsSender
+from scp.services.commitment import CommitmentService, CommitmentWorker
+from scp.services.commitment_scu import DestinationCommitment
 from scp.services.dicomweb import DicomWeb, QidoService, StowService, WadoService
 from scp.services.find import FindService
 from scp.services.forwarding import Forwarder
 from scp.services.ingest import Ingestor
+from scp.services.retrieve import RetrieveService
 from scp.services.series_query import IndexQueries
 from storage.db import ensure_schema, make_engine, make_session_factory
 from storage.filestore import FileStore
@@ -111,6 +120,45 @@ class Node:
             self.queries,
             max_results=cfg.query.max_results,
             match_unknown=cfg.query.match_unknown,
+            relational=cfg.query.relational,
+        )
+        self.retrieve = RetrieveHandlers(
+            RetrieveService(self.sessions, self.store), cfg.move_destinations
+        )
+        # Storage Commitment (PS3.4 J): requests are rows; the first process delivers.
+        self.commitment_service = CommitmentService(
+            self.sessions,
+            self.store,
+            cfg.commitment,
+            [p.ae_title for p in cfg.commitment_peers],
+            [d.name for d in cfg.destinations if d.storage_commitment],
+        )
+        self.report_sender = CommitmentReportSender(
+            cfg.node.ae_title,
+            cfg.commitment_peers,
+            timeout_s=cfg.node.dimse_timeout,
+            connect_timeout_s=cfg.forwarding.connect_timeout_s,
+        )
+        self.destination_commitment = DestinationCommitment(
+            self.sessions,
+            cfg.destinations,
+            CommitmentRequestSender(
+                cfg.node.ae_title,
+                lambda tx, ok, failed: self.destination_commitment.on_report(tx, ok, failed),
+                timeout_s=cfg.node.dimse_timeout,
+            ),
+            resend_after_s=cfg.commitment.forwarded_wait_s / 10,
+        )
+        self.commitment_worker = CommitmentWorker(
+            self.commitment_service,
+            self.report_sender,
+            [self.destination_commitment.run_once],
+        )
+        self.commitment = CommitmentHandlers(
+            self.commitment_service,
+            self.report_sender,
+            self.commitment_worker.wake,
+            self.destination_commitment.on_report,
         )
         self.dicomweb = DicomWeb(
             qido=QidoService(self.handlers.find, self.sessions),
@@ -155,6 +203,8 @@ class Node:
                     *self.policy.bindings(),
                     *transport_bindings(),
                     *self.handlers.bindings(),
+                    *self.retrieve.bindings(),
+                    *self.commitment.bindings(),
                 ],
                 listen_fd=self.listen_fd,
             )
@@ -189,6 +239,7 @@ class Node:
         )
         if not self.worker:
             self.forwarder.start()
+            self.commitment_worker.start()
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop accepting, let running associations finish within ``grace_s``, close."""
@@ -197,6 +248,7 @@ class Node:
         self._stopped.set()
         grace = self.cfg.node.shutdown_grace_s if grace_s is None else grace_s
         self.forwarder.request_stop()  # no new batches; a running C-STORE finishes
+        self.commitment_worker.stop()  # pending reports stay rows: sent after a restart
         stop_started = time.monotonic()
         server = self.server
         if server is not None:

@@ -39,6 +39,30 @@ FIND_ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS: Final = 0xA900
 #: Unable to process (0xCxxx family): undecodable identifier, index error.
 FIND_ERROR_UNABLE_TO_PROCESS: Final = 0xC000
 
+# C-MOVE / C-GET (PS3.4 C.4.2.1.5, C.4.3.1.4): the Retrieve SCP (scp.services.retrieve).
+#: Refused: Out of Resources - Unable to calculate number of matches (over 65535).
+RETRIEVE_REFUSED_TOO_MANY_MATCHES: Final = 0xA701
+#: Refused: Out of Resources - Unable to perform sub-operations.
+RETRIEVE_REFUSED_SUBOPERATIONS: Final = 0xA702
+#: Refused: Move Destination unknown (not in ``[[move_destinations]]``).
+RETRIEVE_REFUSED_MOVE_DESTINATION_UNKNOWN: Final = 0xA801
+
+# Storage Commitment (PS3.4 J.3, PS3.7 C.5): N-ACTION statuses and Failure Reasons.
+#: Refused: Not authorized (the requester is not in ``[[commitment_peers]]``).
+COMMITMENT_REFUSED_NOT_AUTHORIZED: Final = 0x0124
+#: Missing attribute (Transaction UID, Referenced SOP Sequence).
+COMMITMENT_MISSING_ATTRIBUTE: Final = 0x0120
+#: Invalid attribute value (a UID that breaks the UI grammar).
+COMMITMENT_INVALID_ATTRIBUTE_VALUE: Final = 0x0106
+#: No such action (Action Type ID other than 1).
+COMMITMENT_NO_SUCH_ACTION: Final = 0x0123
+#: No such SOP Class (an N-ACTION for another SOP class).
+COMMITMENT_NO_SUCH_SOP_CLASS: Final = 0x0118
+#: Failure Reason: no such object instance (never stored here).
+COMMITMENT_NO_SUCH_OBJECT_INSTANCE: Final = 0x0112
+#: Failure Reason: class/instance conflict (stored with another SOP Class UID).
+COMMITMENT_CLASS_INSTANCE_CONFLICT: Final = 0x0119
+
 SUCCESS_STATUSES: Final = frozenset({SUCCESS})
 WARNING_STATUSES: Final = frozenset(
     {

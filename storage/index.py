@@ -102,6 +102,7 @@ class GeometryFold(Protocol):
 
 _STUDY_FIELDS = (
     "patient_id",
+    "patient_name",
     "accession_number",
     "study_date",
     "study_time",

@@ -35,6 +35,8 @@ class Study(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
     patient_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    #: Patient's Name (0010,0010) as received: PN, up to three component groups.
+    patient_name: Mapped[str | None] = mapped_column(String(324), index=True)
     accession_number: Mapped[str | None] = mapped_column(String(64), index=True)
     study_date: Mapped[str | None] = mapped_column(String(8), index=True)
     study_time: Mapped[str | None] = mapped_column(String(32))
@@ -207,6 +209,11 @@ class ForwardJob(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Destinations with ``storage_commitment``: ``requested`` (an N-ACTION carried it
+    #: in ``commitment_transaction_uid``), ``committed`` or ``failed`` (its report said
+    #: so); ``None`` before it was asked.
+    commitment_state: Mapped[str | None] = mapped_column(String(16))
+    commitment_transaction_uid: Mapped[str | None] = mapped_column(String(64))
 
 
 Index(
@@ -229,3 +236,30 @@ class ForwardDestination(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CommitmentRequest(Base):
+    """A Storage Commitment request (N-ACTION, PS3.4 J.3.2) waiting for its report.
+
+    Written before the N-ACTION-RSP goes out, so a request survives a restart; ``state``
+    moves ``pending`` -> ``done`` (the N-EVENT-REPORT was answered) or ``dead`` (given up,
+    ``last_error`` says why).  ``refs`` is the Referenced SOP Sequence as
+    ``[[sop_class_uid, sop_instance_uid], ...]``.
+    """
+
+    __tablename__ = "commitment_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    transaction_uid: Mapped[str] = mapped_column(String(64))
+    calling_ae_title: Mapped[str] = mapped_column(String(16))
+    called_ae_title: Mapped[str] = mapped_column(String(16))
+    refs: Mapped[list[list[str]]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+Index("ix_commitment_requests_due", CommitmentRequest.state, CommitmentRequest.next_attempt_at)

@@ -135,12 +135,16 @@ class Pacs:
 class DcmtkPacs:
     """dcmtk's ``storescp`` accepting every transfer syntax it knows, files in ``out``."""
 
-    def __init__(self, out: Path, ae_title: str = "PACS") -> None:
+    def __init__(
+        self, out: Path, ae_title: str = "PACS", port: int | None = None, accept: str = "+xa"
+    ) -> None:
+        """``accept``: storescp's transfer syntax option (``+xa`` all, ``+xi`` implicit
+        VR little endian only...)."""
         self.out = out
-        self.port = free_port()
+        self.port = port or free_port()
         out.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [dcmtk_tool("storescp"), "-aet", ae_title, "-od", str(out), "+xa", str(self.port)],
+            [dcmtk_tool("storescp"), "-aet", ae_title, "-od", str(out), accept, str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=dcmtk_env(),

@@ -8,6 +8,7 @@ fails the test named after it (then update scp/net/compat.py, and REQUIREMENT).
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import queue
 import socket
@@ -112,6 +113,20 @@ def _wait(predicate: Callable[[], bool], within_s: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+def _recording_server(
+    serve: Callable[..., ThreadedAssociationServer], monkeypatch: pytest.MonkeyPatch
+) -> tuple[ThreadedAssociationServer, list[tuple[str, bytes]]]:
+    """A Storage SCP recording (SOP Instance UID, data set bytes) of each C-STORE."""
+    got: list[tuple[str, bytes]] = []
+
+    def on_store(event: Any) -> int:
+        got.append((str(event.request.AffectedSOPInstanceUID), event.request.DataSet.getvalue()))
+        return SUCCESS
+
+    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", False)
+    return serve([(evt.EVT_C_STORE, on_store)]), got
+
+
 # -- the version check -------------------------------------------------------------------------
 
 
@@ -171,14 +186,7 @@ def test_send_data_sets_from_files(
     monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", False)
     compat.send_data_sets_from_files()
     assert _config.STORE_SEND_CHUNKED_DATASET is True
-    got: list[tuple[str, bytes]] = []
-
-    def on_store(event: Any) -> int:
-        got.append((str(event.request.AffectedSOPInstanceUID), event.request.DataSet.getvalue()))
-        return SUCCESS
-
-    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", False)
-    server = serve([(evt.EVT_C_STORE, on_store)])
+    server, got = _recording_server(serve, monkeypatch)
     path = write_ct(tmp_path / "ct.dcm")
     ds = dcmread(path)
     uid = str(ds.SOPInstanceUID)
@@ -188,6 +196,89 @@ def test_send_data_sets_from_files(
     assert assoc.send_c_store(path).Status == SUCCESS
     assoc.release()
     assert got == [(uid, dataset_bytes(path))]
+
+
+def test_resolve_stored_sends(
+    serve: Callable[..., ThreadedAssociationServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Association.send_c_store`` as pynetdicom's Q/R service classes call it for C-GET
+    and C-MOVE sub-operations: a data set with ``resolve_for`` is replaced by what it
+    returns (here the stored file's path, streamed); other arguments go through as is."""
+    compat.resolve_stored_sends()
+    compat.resolve_stored_sends()  # idempotent: wrapped once
+    assert getattr(Association.send_c_store, "_resolves_stored", False)
+    source = inspect.getsource(importlib.import_module("pynetdicom.service_class"))
+    assert "self.assoc.send_c_store(dataset, msg_id=msg_id)" in source  # C-GET
+    assert "store_assoc.send_c_store(" in source  # C-MOVE
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
+    server, got = _recording_server(serve, monkeypatch)
+    path = write_ct(tmp_path / "ct.dcm")
+    uid = str(dcmread(path).SOPInstanceUID)
+    seen: list[Any] = []
+
+    class StandIn(Dataset):
+        def resolve_for(self, assoc: Any) -> Path:
+            seen.append(assoc)
+            return path
+
+    stand_in = StandIn()
+    stand_in.SOPInstanceUID = uid
+    assoc = _associate(server, CTImageStorage)
+    assert assoc.send_c_store(stand_in).Status == SUCCESS
+    assert assoc.send_c_store(dcmread(path)).Status == SUCCESS  # a plain data set
+    assoc.release()
+    assert seen == [assoc]
+    assert [u for u, _ in got] == [uid, uid] and got[0][1] == dataset_bytes(path)
+
+
+def test_bound_send_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DULServiceProvider.send_pdu / .to_provider_queue: the DIMSE layer queues each
+    P-DATA PDU of a message through ``send_pdu``; once bounded, a sending thread waits
+    while ``limit`` PDUs are queued, until the DUL thread takes one."""
+    from pynetdicom.dimse import DIMSEServiceProvider
+    from pynetdicom.dul import DULServiceProvider
+    from pynetdicom.pdu_primitives import P_DATA
+
+    assert "self.dul.send_pdu(pdata)" in inspect.getsource(DIMSEServiceProvider.send_msg)
+    compat.bound_send_queue(limit=2)
+    wrapped = DULServiceProvider.send_pdu
+    compat.bound_send_queue(limit=2)  # idempotent: wrapped once, the limit updated
+    assert DULServiceProvider.send_pdu is wrapped and getattr(wrapped, "_bounded", False)
+    dul = DULServiceProvider(Association(AE(), compat.MODE_ACCEPTOR))
+    assert isinstance(dul.to_provider_queue, queue.Queue)
+    monkeypatch.setattr(dul, "is_alive", lambda: True)
+    dul.send_pdu(P_DATA())
+    dul.send_pdu(P_DATA())
+    taken: list[float] = []
+
+    def drain() -> None:
+        time.sleep(0.3)
+        taken.append(time.monotonic())
+        dul.to_provider_queue.get()
+
+    threading.Thread(target=drain).start()
+    dul.send_pdu(P_DATA())  # waits for the drain
+    assert taken and time.monotonic() >= taken[0]
+    assert len(dul.to_provider_queue.queue) == 2
+    compat.bound_send_queue()  # back to the node's limit
+
+
+def test_cap_send_pdu() -> None:
+    """DIMSEServiceProvider.maximum_pdu_size: the peer's Maximum Length, which ``send_msg``
+    fragments every message with; once capped, a peer's 0 (no limit) reads as the cap."""
+    from pynetdicom.dimse import DIMSEServiceProvider
+
+    assert "self.maximum_pdu_size" in inspect.getsource(DIMSEServiceProvider.send_msg)
+    compat.cap_send_pdu(cap=4096)
+    compat.cap_send_pdu(cap=4096)  # idempotent
+    assoc = Association(AE(), compat.MODE_ACCEPTOR)
+    assoc.requestor.maximum_length = 0
+    assert assoc.dimse.maximum_pdu_size == 4096
+    assoc.requestor.maximum_length = 16382
+    assert assoc.dimse.maximum_pdu_size == 16382
+    compat.cap_send_pdu()  # back to the node's cap
 
 
 def test_accept_unknown_storage(

@@ -59,6 +59,28 @@ def test_env_overrides_file(tmp_path: Path) -> None:
             "[[swap_rules]]\nname = 'x'\n[swap_rules.match]\nColour = 'red'\n",
             "swap_rules[0].match.Colour",
         ),
+        ("[commitment]\ncommit_when = 'later'\n", "commitment.commit_when"),
+        ("[commitment]\npoll_s = 0\n", "commitment.poll_s"),
+        ("[query]\nrelational = 'sometimes'\n", "query.relational"),
+        ("[[move_destinations]]\nae_title = 'V'\nhost = 'h'\n", "move_destinations[0].port"),
+        (
+            "[[commitment_peers]]\nae_title = 'M'\nhost = 'h'\nport = 0\n",
+            "commitment_peers[0].port",
+        ),
+        (
+            "[[commitment_peers]]\nae_title = 'M'\nhost = 'h'\nport = 1\nhots = 2\n",
+            "commitment_peers[0].hots",
+        ),
+        (
+            "[[move_destinations]]\nae_title = 'THIS_TITLE_IS_TOO_LONG'\nhost = 'h'\nport = 1\n",
+            "move_destinations[0].ae_title",
+        ),
+        (
+            "[[move_destinations]]\nae_title = 'V'\nhost = 'h'\nport = 1\n"
+            "[[move_destinations]]\nae_title = 'V'\nhost = 'i'\nport = 2\n",
+            "move_destinations: AE titles must be unique",
+        ),
+        ("move_destinations = 3\n", "move_destinations"),
     ],
 )
 def test_wrong_key_or_value_names_the_key(tmp_path: Path, text: str, key: str) -> None:

@@ -140,6 +140,7 @@ def archive(
     arc = Archive(node=node, study={k: new_uid() for k in "ABCD"})
     a = {
         "PatientID": "PAT-A",
+        "PatientName": "Doe^John",
         "AccessionNumber": "ACC-1",
         "StudyDate": "20260115",
         "StudyTime": "101500",
@@ -147,6 +148,7 @@ def archive(
     }
     b = {
         "PatientID": "PAT-B",
+        "PatientName": "DOE^JANE",
         "AccessionNumber": "acc-2",
         "StudyDate": "20251231",
         "StudyTime": "235959",
@@ -155,12 +157,14 @@ def archive(
     c = {
         "SpecificCharacterSet": "ISO_IR 192",
         "PatientID": "P_1%x",
+        "PatientName": "Yamada^Tarou=山田^太郎=やまだ^たろう",
         "AccessionNumber": None,
         "StudyDate": None,
         "StudyDescription": "Schädel",
     }
     d = {
         "PatientID": "PA1%x",
+        "PatientName": None,
         "StudyDate": "20240101",
         "AccessionNumber": "D-1",
         "StudyDescription": "Knee",
@@ -386,13 +390,13 @@ def test_unsupported_keys_are_left_out_with_pending_warning(archive: Archive) ->
         identifier(
             "STUDY",
             StudyInstanceUID=archive.study["A"],
-            PatientName="",  # not in the index
+            PatientBirthDate="",  # not in the index
             NumberOfStudyRelatedSeries="7",  # return key: the value is not matched
         ),
     )
     assert result.statuses == [status.FIND_PENDING_WARNING_OPTIONAL_KEYS, status.SUCCESS]
     (ds,) = result.identifiers
-    assert "PatientName" not in ds
+    assert "PatientBirthDate" not in ds
     assert ds.NumberOfStudyRelatedSeries == 2
 
 
@@ -471,10 +475,13 @@ def test_swapped_series_pixel_spacing_is_the_stored_consensus(archive: Archive) 
         {"StudyInstanceUID": "1.2.*"},
     ],
 )
-def test_series_level_needs_the_study_uid(archive: Archive, keys: dict[str, str]) -> None:
-    result = c_find(archive.node.port, identifier("SERIES", SeriesInstanceUID="", **keys))
-    assert result.statuses == [status.FIND_ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS]
-    assert result.identifiers == []
+def test_series_level_needs_the_study_uid_without_relational_queries(
+    archive: Archive, keys: dict[str, str]
+) -> None:
+    # [query] relational = false: baseline hierarchical search (PS3.4 C.4.1.3.1)
+    query = identifier("SERIES", SeriesInstanceUID="", **keys)
+    answers = direct(archive, query, relational=False)
+    assert [st for st, _ in answers] == [status.FIND_ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS]
 
 
 # ------------------------------------------------------------------------------ IMAGE level
@@ -533,11 +540,11 @@ def test_image_level_matching(archive: Archive) -> None:
         archive.node.port, identifier("IMAGE", **base, SOPInstanceUID="", InstanceNumber="3")
     )
     assert result.values("SOPInstanceUID") == [sops[2]]
-    result = c_find(
-        archive.node.port,
-        identifier("IMAGE", StudyInstanceUID=archive.study["A"], SOPInstanceUID=""),
-    )
-    assert result.statuses == [status.FIND_ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS]
+    query = identifier("IMAGE", StudyInstanceUID=archive.study["A"], SOPInstanceUID="")
+    result = c_find(archive.node.port, query)  # relational (PS3.4 C.4.1.2.2): 11 images
+    assert len(result.identifiers) == 11 and result.final.Status == status.SUCCESS
+    baseline = direct(archive, query, relational=False)  # needs the Series Instance UID
+    assert [st for st, _ in baseline] == [status.FIND_ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS]
 
 
 # ------------------------------------------------------------------------------ failures, limits
@@ -629,9 +636,9 @@ def test_every_indexed_key_names_a_column_of_its_level() -> None:
 # ------------------------------------------------------------------------------ dcmtk findscu
 
 
-def findscu(port: int, out: Path, *keys: str) -> list[Dataset]:
+def findscu(port: int, out: Path, *keys: str, root: str = "-S") -> list[Dataset]:
     out.mkdir(parents=True, exist_ok=True)
-    args = [dcmtk_tool("findscu"), "-S", "-aet", "DCMTK", "-aec", "SPACING_SCP", "-X", "-od"]
+    args = [dcmtk_tool("findscu"), root, "-aet", "DCMTK", "-aec", "SPACING_SCP", "-X", "-od"]
     args += [str(out), "127.0.0.1", str(port)]
     for key in keys:
         args += ["-k", key]
@@ -687,3 +694,232 @@ def test_findscu_image_level_pixel_spacing(archive: Archive, tmp_path: Path) -> 
     )
     assert sorted(str(ds.SOPInstanceUID) for ds in found) == sorted(archive.sops["B1"])
     assert all([str(v) for v in ds.PixelSpacing] == ["0.6", "0.4"] for ds in found)
+
+
+# ------------------------------------------------------------------------------ issue 17
+
+
+def c_find_model(
+    port: int, query: Dataset, model: str, ext_relational: bool | None = None
+) -> FindResult:
+    """C-FIND in ``model`` (a FIND SOP class UID); ``ext_relational``: ask for relational
+    queries in SOP Class Extended Negotiation and check the node's answer."""
+    from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
+
+    ae = AE(ae_title="FINDSCU")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.add_requested_context(model)
+    ext = []
+    if ext_relational is not None:
+        item = SOPClassExtendedNegotiation()
+        item.sop_class_uid = model
+        item.service_class_application_information = bytes([int(ext_relational)])
+        ext.append(item)
+    assoc = ae.associate("127.0.0.1", port, ae_title="SPACING_SCP", ext_neg=ext)
+    assert assoc.is_established
+    try:
+        if ext_relational:
+            answered = assoc.acceptor.sop_class_extended
+            assert answered.get(model) == b"\x01", answered
+        responses = list(assoc.send_c_find(query, model))
+    finally:
+        assoc.release()
+    statuses = [int(st.Status) for st, _ in responses]
+    return FindResult(
+        statuses=statuses,
+        identifiers=[ds for st, ds in responses if int(st.Status) in PENDING],
+        final=responses[-1][0],
+    )
+
+
+PATIENT_ROOT = "1.2.840.10008.5.1.4.1.2.1.1"
+STUDY_ROOT = "1.2.840.10008.5.1.4.1.2.2.1"
+
+
+def test_patient_name_is_returned_at_the_study_level(archive: Archive) -> None:
+    result = c_find(
+        archive.node.port,
+        identifier("STUDY", StudyInstanceUID="", PatientName="", PatientID=""),
+    )
+    # PatientName is a Required key of the STUDY level: no 0xFF01 any more
+    assert set(result.statuses[:-1]) == {status.FIND_PENDING}
+    names = {str(ds.PatientID): str(ds.PatientName) for ds in result.identifiers}
+    assert names["PAT-A"] == "Doe^John"
+    assert names["P_1%x"] == "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    assert names["PA1%x"] == ""
+
+
+def test_person_name_matching(archive: Archive) -> None:
+    # ASCII case-insensitive, wild cards, any component group without "="
+    assert study_query(archive, PatientName="doe^john") == {"A", "D"}  # D: unknown name
+    strict = {"match_unknown": False}
+    query = identifier("STUDY", StudyInstanceUID="", PatientName="DOE*")
+    found = direct(archive, query, **strict)
+    assert {str(ds.PatientName) for _, ds in found} == {"Doe^John", "DOE^JANE"}
+    for value, expected in [
+        ("doe^j*", {"A", "B"}),
+        ("D?E^JANE", {"B"}),
+        ("山田^太郎", {"C"}),  # the ideographic group
+        ("YAMADA*", {"C"}),
+        ("=山田*", {"C"}),  # group by group
+        ("Yamada^Tarou=*", {"C"}),
+        ("=Yamada^Tarou", set()),  # not the ideographic group
+        ("Smith", set()),
+    ]:
+        query = identifier("STUDY", StudyInstanceUID="", PatientName=value)
+        query.SpecificCharacterSet = "ISO_IR 192"
+        found = direct(archive, query, **strict)
+        names = {uid: name for name, uid in archive.study.items()}
+        assert {names[str(ds.StudyInstanceUID)] for _, ds in found} == expected, value
+
+
+def test_relational_series_and_image_queries(archive: Archive) -> None:
+    # SERIES without Study Instance UID, IMAGE without Series Instance UID (C.4.1.2.2)
+    result = c_find(archive.node.port, identifier("SERIES", SeriesInstanceUID="", Modality="MR"))
+    assert result.final.Status == status.SUCCESS
+    assert [str(ds.SeriesInstanceUID) for ds in result.identifiers] == [archive.series["A2"]]
+    result = c_find(
+        archive.node.port,
+        identifier("IMAGE", StudyInstanceUID=archive.study["B"], SOPInstanceUID=""),
+    )
+    assert sorted(str(ds.SOPInstanceUID) for ds in result.identifiers) == sorted(archive.sops["B1"])
+    # negotiated: the node says yes, and answers even with relational queries switched off
+    service = archive.node.handlers.find
+    service.relational = False
+    try:
+        query = identifier("SERIES", SeriesInstanceUID="", Modality="MR")
+        refused = c_find_model(archive.node.port, query, STUDY_ROOT)
+        assert refused.statuses == [status.FIND_ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS]
+        assert refused.final.ErrorComment == "SERIES query needs StudyInstanceUID (PS3.4 C.4.1.3.1)"
+        accepted = c_find_model(archive.node.port, query, STUDY_ROOT, ext_relational=True)
+        assert accepted.statuses == [status.FIND_PENDING, status.SUCCESS]
+    finally:
+        service.relational = True
+
+
+def test_patient_root_levels(archive: Archive) -> None:
+    port = archive.node.port
+    query = identifier("PATIENT", PatientID="PAT-*", PatientName="")
+    query.NumberOfPatientRelatedStudies = None
+    query.NumberOfPatientRelatedSeries = None
+    query.NumberOfPatientRelatedInstances = None
+    result = c_find_model(port, query, PATIENT_ROOT)
+    assert result.final.Status == status.SUCCESS
+    assert result.statuses[:-1] == [status.FIND_PENDING] * 2
+    assert {
+        (
+            str(ds.PatientID),
+            str(ds.PatientName),
+            int(ds.NumberOfPatientRelatedStudies),
+            int(ds.NumberOfPatientRelatedSeries),
+            int(ds.NumberOfPatientRelatedInstances),
+        )
+        for ds in result.identifiers
+    } == {("PAT-A", "Doe^John", 1, 2, 11), ("PAT-B", "DOE^JANE", 1, 1, 3)}
+    result = c_find_model(
+        port, identifier("STUDY", PatientID="PAT-A", StudyInstanceUID=""), PATIENT_ROOT
+    )
+    assert [str(ds.StudyInstanceUID) for ds in result.identifiers] == [archive.study["A"]]
+    result = c_find_model(
+        port,
+        identifier("SERIES", PatientID="PAT-A", StudyInstanceUID=archive.study["A"], Modality=""),
+        PATIENT_ROOT,
+    )
+    assert sorted(str(ds.Modality) for ds in result.identifiers) == ["CT", "MR"]
+    result = c_find_model(
+        port,
+        identifier(
+            "IMAGE",
+            PatientID="PAT-B",
+            StudyInstanceUID=archive.study["B"],
+            SeriesInstanceUID=archive.series["B1"],
+            SOPInstanceUID="",
+        ),
+        PATIENT_ROOT,
+    )
+    assert len(result.identifiers) == 3
+    # PATIENT is not a level of Study Root
+    refused = c_find(port, identifier("PATIENT", PatientID=""))
+    assert refused.statuses == [status.FIND_ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        identifier("STUDY", StudyDate="2026-01-01-2027" * 8),
+        identifier("STUDY", StudyTime="x" * 60),
+        identifier("STUDY", StudyDate="2026010" * 9),
+        identifier("FRAME"),
+    ],
+)
+def test_error_comments_fit_lo_whole(archive: Archive, query: Dataset) -> None:
+    (answer,) = direct_status(archive, query)
+    assert answer.Status == status.FIND_ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
+    comment = str(answer.ErrorComment)
+    assert len(comment) <= 64
+    assert comment.endswith(("'", ")", "IMAGE")), comment  # whole, not cut
+
+
+def test_baseline_error_comments_fit_lo_whole() -> None:
+    from scp.services.find import FindError
+
+    for level, keys in [("SERIES", {}), ("IMAGE", {"StudyInstanceUID": "1.2"})]:
+        for model in ("STUDY", "PATIENT"):
+            with pytest.raises(FindError) as err:
+                parse_identifier(identifier(level, **keys), model, relational=False)  # type: ignore[arg-type]
+            assert len(err.value.comment) <= 64 and err.value.comment.endswith("C.4.1.3.1)")
+
+
+def direct_status(archive: Archive, query: Dataset) -> list[Dataset]:
+    service = FindService(archive.node.sessions, archive.node.queries)
+    return [st for st, _ in service.find(query)]
+
+
+@pytest.mark.dcmtk
+def test_findscu_patient_root_and_relational(archive: Archive, tmp_path: Path) -> None:
+    found = findscu(
+        archive.node.port,
+        tmp_path / "series",
+        "QueryRetrieveLevel=SERIES",
+        "SeriesInstanceUID",
+        "Modality=MR",
+    )
+    assert [str(ds.SeriesInstanceUID) for ds in found] == [archive.series["A2"]]
+    found = findscu(
+        archive.node.port,
+        tmp_path / "study",
+        "QueryRetrieveLevel=STUDY",
+        "StudyInstanceUID",
+        "PatientName=doe*",
+        root="-S",
+    )
+    assert {str(ds.PatientName) for ds in found} >= {"Doe^John", "DOE^JANE"}
+    for level, keys in [
+        ("PATIENT", ["PatientID=PAT-A", "PatientName"]),
+        ("STUDY", ["PatientID=PAT-A", "StudyInstanceUID"]),
+        (
+            "SERIES",
+            ["PatientID=PAT-A", f"StudyInstanceUID={archive.study['A']}", "SeriesInstanceUID"],
+        ),
+        (
+            "IMAGE",
+            [
+                "PatientID=PAT-A",
+                f"StudyInstanceUID={archive.study['A']}",
+                f"SeriesInstanceUID={archive.series['A2']}",
+                "SOPInstanceUID",
+            ],
+        ),
+    ]:
+        found = findscu(
+            archive.node.port,
+            tmp_path / level,
+            f"QueryRetrieveLevel={level}",
+            *keys,
+            root="-P",
+        )
+        assert found, level
+        if level == "PATIENT":
+            assert [str(ds.PatientName) for ds in found] == ["Doe^John"]
+        if level == "IMAGE":
+            assert [str(ds.SOPInstanceUID) for ds in found] == archive.sops["A2"]

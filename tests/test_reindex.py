@@ -305,3 +305,29 @@ def test_node_writes_valid_file_meta(tmp_path: Path) -> None:
         assert file_meta_problems(received) == [], path
         meta = dcmread(path, stop_before_pixels=True).file_meta
         assert meta.SourceApplicationEntityTitle == "MODALITY1"
+
+
+def test_reindex_fills_patient_names_indexed_before_revision_0004(tmp_path: Path) -> None:
+    # Studies indexed before the index held Patient's Name (issue 17): reindex reads it
+    # from a stored file; a newly indexed file gets it from the ingest mapping.
+    from sqlalchemy import select, update
+
+    from storage.models import Study
+
+    cfg = _config(tmp_path, tmp_path / "data")
+    files = _received_series(tmp_path)
+    _receive(cfg, files)
+    engine = make_engine(cfg.database_url)
+    try:
+        sessions = make_session_factory(engine)
+        with sessions() as session:
+            names = set(session.scalars(select(Study.patient_name)))
+            assert names == {"Test^Spacing"}
+            session.execute(update(Study).values(patient_name=None))
+            session.commit()
+        again = reindex(cfg)
+        assert again.indexed == 0
+        with sessions() as session:
+            assert set(session.scalars(select(Study.patient_name))) == {"Test^Spacing"}
+    finally:
+        engine.dispose()

@@ -3,7 +3,12 @@
 One AE per process (:func:`build_ae`), accepting (PS3.8 9.3.3.2, as SCP):
 
 * Verification (PS3.4 A) in the four uncompressed transfer syntaxes;
-* Study Root Query/Retrieve - FIND (PS3.4 C.6.2), answered by :mod:`scp.services.find`;
+* Study Root and Patient Root Query/Retrieve - FIND (PS3.4 C.6.1, C.6.2), answered by
+  :mod:`scp.services.find`, with SOP Class Extended Negotiation of relational queries;
+* Study Root and Patient Root Query/Retrieve - MOVE and GET (PS3.4 C.6.1, C.6.2),
+  answered by :mod:`scp.services.retrieve` (C-GET also as the C-STORE SCU, SCP/SCU Role
+  Selection: the requester is the Storage SCP);
+* Storage Commitment Push Model (PS3.4 J), answered by :mod:`scp.services.commitment`;
 * every storage SOP class pynetdicom knows (PS3.4 B.5) in every transfer syntax of
   :data:`ACCEPTED_TRANSFER_SYNTAXES`, accepted as sent (no transcoding).
 
@@ -18,7 +23,13 @@ from pydicom import config as pydicom_config
 from pydicom import uid as pyuid
 from pynetdicom import AE, StoragePresentationContexts
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
 
@@ -62,6 +73,11 @@ def configure_pynetdicom(cfg: Config, tmp_dir: str) -> None:
     # the handler gets event.dataset_path.  The temporary file lives in the store's tmp/
     # folder, on the same filesystem as the store.
     compat.receive_data_sets_to_files()
+    # C-GET/C-MOVE sub-operations stream the stored files (scp.net.retrieve).
+    compat.send_data_sets_from_files()
+    compat.resolve_stored_sends()
+    compat.bound_send_queue()  # a file sent by path stays on disk, not in the queue
+    compat.cap_send_pdu()  # and goes out in bounded PDUs, also to "no limit" peers
     compat.accept_unknown_storage(cfg.node.accept_unknown_sop_classes)
     tempfile.tempdir = tmp_dir
     # Lenient on read: pydicom's check of every value read against its VR (a regex per
@@ -86,12 +102,28 @@ def build_ae(cfg: Config) -> AE:
     # [security]: calling AE allow list and called AE check (PS3.8 9.3.4 reasons 3, 7).
     AssociationPolicy.from_config(cfg).apply(ae)
     ae.add_supported_context(Verification, list(ACCEPTED_TRANSFER_SYNTAXES[:4]))
-    # C-FIND SCP, Study Root (PS3.4 C.6.2): scp.services.find over the index.
-    ae.add_supported_context(
+    dimse = [pyuid.ExplicitVRLittleEndian, pyuid.ImplicitVRLittleEndian]
+    # C-FIND, C-MOVE and C-GET SCP, Study Root and Patient Root (PS3.4 C.6.1, C.6.2).
+    for model in (
         StudyRootQueryRetrieveInformationModelFind,
-        [pyuid.ExplicitVRLittleEndian, pyuid.ImplicitVRLittleEndian],
-    )
+        PatientRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelMove,
+        PatientRootQueryRetrieveInformationModelMove,
+        StudyRootQueryRetrieveInformationModelGet,
+        PatientRootQueryRetrieveInformationModelGet,
+    ):
+        ae.add_supported_context(model, dimse)
+    # Storage Commitment Push Model SCP (PS3.4 J.3); the SCU role too, so a requester
+    # that proposes SCP/SCU Role Selection for its reports is answered (PS3.4 J.3.3).
+    ae.add_supported_context(StorageCommitmentPushModel, dimse, scu_role=True, scp_role=True)
     for cx in StoragePresentationContexts:
         if cx.abstract_syntax is not None:
-            ae.add_supported_context(cx.abstract_syntax, list(ACCEPTED_TRANSFER_SYNTAXES))
+            # C-STORE SCP, and SCU on a C-GET's association when the requester offers
+            # the SCP role (PS3.4 C.4.3, PS3.7 D.3.3.4).
+            ae.add_supported_context(
+                cx.abstract_syntax,
+                list(ACCEPTED_TRANSFER_SYNTAXES),
+                scu_role=True,
+                scp_role=True,
+            )
     return ae

@@ -30,6 +30,12 @@ function / class                   pynetdicom name (3.0.4)
 =================================  ===============================================
 :func:`receive_data_sets_to_files` ``_config.STORE_RECV_CHUNKED_DATASET``
 :func:`send_data_sets_from_files`  ``_config.STORE_SEND_CHUNKED_DATASET``
+:func:`resolve_stored_sends`       ``Association.send_c_store`` as the Q/R service
+                                   classes call it for C-GET/C-MOVE sub-operations
+:func:`bound_send_queue`           ``DULServiceProvider.send_pdu``,
+                                   ``.to_provider_queue`` (a ``queue.Queue``)
+:func:`cap_send_pdu`               ``DIMSEServiceProvider.maximum_pdu_size`` as
+                                   ``send_msg`` fragments a message with it
 :func:`accept_unknown_storage`     ``_config.UNRESTRICTED_STORAGE_SERVICE``
 :data:`MODE_ACCEPTOR`              ``_globals.MODE_ACCEPTOR``
 :func:`register_server`            ``AE._servers``
@@ -63,10 +69,13 @@ from collections.abc import Iterator
 from typing import IO, Any, cast
 
 import pynetdicom
+from pydicom.dataset import Dataset
 from pynetdicom import _config, _globals, evt
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.timer import Timer
 from pynetdicom.transport import AssociationServer, RequestHandler, ThreadedAssociationServer
 
@@ -110,6 +119,90 @@ def send_data_sets_from_files() -> None:
     """``Association.send_c_store(path)`` streams the data set of a Part 10 file as it is
     encoded in the file (no decode, no re-encode), in fragments."""
     _config.STORE_SEND_CHUNKED_DATASET = True
+
+
+def resolve_stored_sends() -> None:
+    """Let a C-GET/C-MOVE handler yield a stand-in for a stored file.
+
+    pynetdicom's Query/Retrieve service classes accept only a ``Dataset`` from the
+    handler and pass it to ``Association.send_c_store``, which streams from disk only
+    when given a path.  After this call (idempotent, process-wide), ``send_c_store``
+    called with a data set that has a ``resolve_for(assoc)`` method sends what that
+    method returns instead: the stored file's path (streamed, see
+    :func:`send_data_sets_from_files`) or a re-encodable data set.  Any other argument
+    is passed on untouched.
+    """
+    current = Association.send_c_store
+    if getattr(current, "_resolves_stored", False):
+        return
+
+    def send_c_store(self: Association, dataset: Any, *args: Any, **kwargs: Any) -> Any:
+        resolve = getattr(dataset, "resolve_for", None) if isinstance(dataset, Dataset) else None
+        if callable(resolve):
+            dataset = resolve(self)
+        return current(self, dataset, *args, **kwargs)
+
+    send_c_store._resolves_stored = True  # type: ignore[attr-defined]
+    Association.send_c_store = send_c_store  # type: ignore[method-assign]
+
+
+#: P-DATA PDUs a sending thread may queue ahead of the DUL thread (see bound_send_queue).
+SEND_QUEUE_PDUS = 16
+_send_limit = SEND_QUEUE_PDUS
+
+
+def bound_send_queue(limit: int = SEND_QUEUE_PDUS) -> None:
+    """Backpressure for data sets sent from files.
+
+    pynetdicom's DIMSE layer reads a data set file one PDU at a time but puts every
+    P-DATA PDU in the DUL's unbounded ``to_provider_queue`` at once: reading a disk is
+    faster than the network, so a large instance sent by path (C-GET, C-MOVE, forwarding)
+    would sit in memory whole.  After this call (idempotent, process-wide), a thread
+    other than the DUL's own that queues a P-DATA PDU waits while ``limit`` are already
+    queued (until the DUL thread takes one, or ends).  A later call only changes the
+    limit.
+    """
+    global _send_limit
+    _send_limit = limit
+    current = DULServiceProvider.send_pdu
+    if getattr(current, "_bounded", False):
+        return
+
+    def send_pdu(self: DULServiceProvider, primitive: Any) -> None:
+        if isinstance(primitive, P_DATA) and threading.current_thread() is not self:
+            pending = self.to_provider_queue
+            with pending.not_full:
+                while len(pending.queue) >= _send_limit and self.is_alive():
+                    pending.not_full.wait(0.05)
+        current(self, primitive)
+
+    send_pdu._bounded = True  # type: ignore[attr-defined]
+    DULServiceProvider.send_pdu = send_pdu  # type: ignore[method-assign]
+
+
+#: Largest P-DATA PDU the node sends to a peer that announced no limit (0), bytes.
+SEND_PDU_CAP = 1024 * 1024
+_send_pdu_cap = SEND_PDU_CAP
+
+
+def cap_send_pdu(cap: int = SEND_PDU_CAP) -> None:
+    """A peer whose Maximum Length is 0 (no limit, PS3.8 D.1) would get each data set in
+    one PDU, built in memory whole; after this call (idempotent, process-wide) the node
+    sends it PDUs of at most ``cap`` bytes (smaller PDUs are always allowed).  A later
+    call only changes the cap."""
+    global _send_pdu_cap
+    _send_pdu_cap = cap
+    current = cast(property, DIMSEServiceProvider.__dict__["maximum_pdu_size"])
+    getter = current.fget
+    if getter is None or getattr(getter, "_capped", False):
+        return
+
+    def maximum_pdu_size(self: DIMSEServiceProvider) -> int:
+        size = int(getter(self))
+        return size if size > 0 else _send_pdu_cap
+
+    maximum_pdu_size._capped = True  # type: ignore[attr-defined]
+    DIMSEServiceProvider.maximum_pdu_size = property(maximum_pdu_size)  # type: ignore[method-assign,assignment]
 
 
 def accept_unknown_storage(enabled: bool) -> None:

@@ -24,11 +24,30 @@ from pynetdicom import evt
 from scp import status
 from scp.metrics import METRICS
 from scp.net.policy import describe_rejection
-from scp.services.find import FindResponse, FindService
+from scp.services.find import (
+    PATIENT_ROOT_SOP_CLASS_UID,
+    SOP_CLASS_UID,
+    FindResponse,
+    FindService,
+    Model,
+)
 from scp.services.ingest import Ingestor, Received
 
 log = logging.getLogger("spacing_scp.association")
 inst_log = logging.getLogger("spacing_scp.instance")
+
+
+#: The Query/Retrieve SOP classes whose extended negotiation the node answers (PS3.4 C.6).
+QUERY_RETRIEVE_SOP_CLASSES = frozenset(
+    {
+        SOP_CLASS_UID,
+        PATIENT_ROOT_SOP_CLASS_UID,
+        "1.2.840.10008.5.1.4.1.2.1.2",  # Patient Root - MOVE
+        "1.2.840.10008.5.1.4.1.2.1.3",  # Patient Root - GET
+        "1.2.840.10008.5.1.4.1.2.2.2",  # Study Root - MOVE
+        "1.2.840.10008.5.1.4.1.2.2.3",  # Study Root - GET
+    }
+)
 
 
 @dataclass
@@ -41,6 +60,9 @@ class AssociationStats:
     bytes: int = 0
     echoes: int = 0
     end: str = "closed"
+    #: SOP classes whose relational queries/retrievals the requester negotiated
+    #: (SOP Class Extended Negotiation, PS3.4 C.5.1.1).
+    relational: set[str] = field(default_factory=set)
 
 
 def _ae(value: Any) -> str:
@@ -85,6 +107,7 @@ class Handlers:
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_C_FIND, self.on_find),
+            (evt.EVT_SOP_EXTENDED, self.on_sop_extended),
             (evt.EVT_ACCEPTED, self.on_accepted),
             (evt.EVT_REJECTED, self.on_rejected),
             (evt.EVT_RELEASED, self.on_released),
@@ -173,12 +196,30 @@ class Handlers:
         return rsp
 
     def on_find(self, event: Any) -> Iterator[FindResponse]:
-        """C-FIND, Study Root (PS3.4 C.4.1, C.6.2): answered by
+        """C-FIND, Study Root and Patient Root (PS3.4 C.4.1, C.6.1, C.6.2): answered by
         :class:`scp.services.find.FindService`."""
         if self.find is None:
             yield status.FIND_ERROR_UNABLE_TO_PROCESS, None
             return
-        yield from self.find.handle(event)
+        sop_class = str(event.context.abstract_syntax)
+        model: Model = "PATIENT" if sop_class == PATIENT_ROOT_SOP_CLASS_UID else "STUDY"
+        negotiated = sop_class in self.stats(event.assoc).relational
+        yield from self.find.handle(event, model, negotiated)
+
+    def on_sop_extended(self, event: Any) -> dict[str, bytes]:
+        """SOP Class Extended Negotiation (PS3.4 C.5.1.1, C.5.2.1, C.5.3.1): relational
+        queries and retrievals are offered to whoever asks (byte 1 = 1); the other
+        options (combined date-time, fuzzy PN, time zones) are not (0)."""
+        answer: dict[str, bytes] = {}
+        relational = self.stats(event.assoc).relational
+        for uid, info in (event.app_info or {}).items():
+            if str(uid) not in QUERY_RETRIEVE_SOP_CLASSES or not info:
+                continue
+            asked = bytes(info)
+            if asked[0] == 1:
+                relational.add(str(uid))
+            answer[str(uid)] = bytes([asked[0] & 1]) + bytes(len(asked) - 1)
+        return answer
 
     def on_accepted(self, event: Any) -> None:
         assoc = event.assoc

@@ -296,6 +296,7 @@ class Ingestor:
             status=code,
             study={
                 "patient_id": _text(h, "PatientID"),
+                "patient_name": _text(h, "PatientName", 324),
                 "accession_number": _text(h, "AccessionNumber"),
                 "study_date": _text(h, "StudyDate", 8),
                 "study_time": _text(h, "StudyTime", 32),

@@ -53,12 +53,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag, Tag
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scp import status
@@ -71,12 +72,13 @@ from scp.pipeline.record import (
     element_text,
 )
 from scp.services.decisions import withdraw_edits
+from scp.services.header_fields import header_text
 from scp.services.indexing import index_instance
 from scp.services.ingest import Ingestor, Received
 from storage.db import ensure_schema, make_engine, make_session_factory, write_session
 from storage.filestore import FileStore
 from storage.index import ActionRow
-from storage.models import Instance
+from storage.models import Instance, Series, Study
 from storage.part10 import MalformedDataset, ReceivedFile, read_received
 from storage.uids import InvalidUID, check_uid, normalize_uid
 
@@ -329,6 +331,7 @@ class Reindexer:
         # does the recovery); files being written (tmp/, *.prev) are never *.dcm below
         # instances/, so they are not read.
         report = ReindexReport()
+        self.fill_patient_names()
         with self.sessions() as session:
             known = set(session.scalars(select(Instance.sop_instance_uid)))
         for path in stored_files(self.store):
@@ -347,6 +350,43 @@ class Reindexer:
             report.indexed += 1
             known.add(sop)
         return report
+
+    def fill_patient_names(self) -> int:
+        """Patient's Name (0010,0010) of studies indexed before the index held it
+        (revision 0004), read from one stored file of each; returns how many were set."""
+        first = (
+            select(func.min(Instance.id))
+            .join(Series, Instance.series_id == Series.id)
+            .join(Study, Series.study_id == Study.id)
+            .where(Study.patient_name.is_(None))
+            .group_by(Study.id)
+        )
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Series.study_id, Instance.path)
+                .join(Series, Instance.series_id == Series.id)
+                .where(Instance.id.in_(first))
+            ).all()
+        filled = 0
+        for study_id, relpath in rows:
+            try:
+                header = dcmread(
+                    self.store.path(relpath), stop_before_pixels=True, specific_tags=["PatientName"]
+                )
+            except Exception as exc:
+                log.warning("reindex: Patient's Name of %s not read: %s", relpath, exc)
+                continue
+            name = header_text(header, "PatientName", 324)
+            if name is None:
+                continue
+            with write_session(self.sessions) as session:
+                study = session.get(Study, study_id)
+                if study is not None and study.patient_name is None:
+                    study.patient_name = name
+                    filled += 1
+        if filled:
+            log.info("reindex: Patient's Name filled in for %d studies", filled)
+        return filled
 
     def index_file(self, path: Path, received: ReceivedFile) -> bool:
         """Index one checked file; return whether the current policy disagreed with it."""

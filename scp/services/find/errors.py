@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from pydicom.dataset import Dataset
 
+#: Error Comment (0000,0902) is LO: 64 characters at most (PS3.7 C.4.2.1.4).
+COMMENT_CHARS = 64
+
+
+def quoted(prefix: str, value: str) -> str:
+    """``prefix`` and ``value`` quoted, the value shortened with ``...`` so that the whole
+    comment fits Error Comment's 64 characters (:data:`COMMENT_CHARS`)."""
+    room = COMMENT_CHARS - len(prefix) - 2
+    shown = value if len(value) <= room else value[: max(0, room - 3)] + "..."
+    return f"{prefix}'{shown}'"
+
 
 class FindError(Exception):
     """A request the node refuses: answered with one failure response, no identifier.
@@ -23,8 +34,8 @@ class FindError(Exception):
         and Offending Element (0000,0901) when known (PS3.7 C.4.2.1.4)."""
         rsp = Dataset()
         rsp.Status = self.code
-        # Error Comment (0000,0902) is LO: 64 characters at most (PS3.7 C.4.2.1.4).
-        rsp.ErrorComment = self.comment.replace("\\", "/")[:64]
+        # Every comment is written to fit whole (quoted()); the cut is a last guard.
+        rsp.ErrorComment = self.comment.replace("\\", "/")[:COMMENT_CHARS]
         if self.tag is not None:
             rsp.OffendingElement = [self.tag]
         return rsp

@@ -3,6 +3,8 @@
 A :class:`Hit` is one matching entity with its parents.  Keys that no index column holds
 are computed per batch, in the batch's session, with one query per kind of value:
 
+* PATIENT: Number of Patient Related Studies (0020,1200), Series (0020,1202) and
+  Instances (0020,1204), PS3.4 C.3.1.
 * STUDY: Modalities in Study (0008,0061), Number of Study Related Series (0020,1206) and
   Number of Study Related Instances (0020,1208), PS3.4 C.3.4.
 * SERIES Spacing Between Slices (0018,0088): the Z spacing the node *measured*, the median
@@ -28,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from scp.pipeline.ds import DS_MAX_BYTES, DS_PATTERN, format_ds
@@ -61,16 +63,22 @@ class Hit:
     @classmethod
     def from_row(cls, level: Level, row: Any) -> Hit:
         """A hit from a result row of :func:`scp.services.find.sql.statement`:
-        ``(Study,)``, ``(Series, Study)`` or ``(Instance, Series, Study)`` by level."""
-        if level == "STUDY":
+        ``(Study,)`` (PATIENT, STUDY), ``(Series, Study)`` or ``(Instance, Series, Study)``."""
+        if level in ("PATIENT", "STUDY"):
             return cls(study=row[0])
         if level == "SERIES":
             return cls(study=row[1], series=row[0])
         return cls(study=row[2], series=row[1], instance=row[0])
 
     def entity(self, level: Level) -> Any:
-        """The index entity of ``level``: a Study, Series or Instance (``None`` if absent)."""
-        return {"STUDY": self.study, "SERIES": self.series, "IMAGE": self.instance}[level]
+        """The index entity of ``level``: a Study (PATIENT keys are kept on the study row),
+        Series or Instance (``None`` if absent)."""
+        return {
+            "PATIENT": self.study,
+            "STUDY": self.study,
+            "SERIES": self.series,
+            "IMAGE": self.instance,
+        }[level]
 
     def value(self, key: KeyDef) -> Any:
         """The hit's value of ``key`` as the index holds it; ``None`` when unknown."""
@@ -87,12 +95,42 @@ def compute(
     (:attr:`scp.services.find.identifier.FindRequest.wanted`)."""
     if not hits or not wanted:
         return
-    if level == "STUDY":
+    if level == "PATIENT":
+        _patient_values(session, hits)
+    elif level == "STUDY":
         _study_values(session, hits, wanted)
     elif level == "SERIES":
         _series_values(session, queries, hits)
-    elif "PixelSpacing" in wanted:
+    elif level == "IMAGE" and "PixelSpacing" in wanted:
         _stored_pixel_spacing(session, hits)
+
+
+def _patient_values(session: Session, hits: list[Hit]) -> None:
+    """Number of Patient Related Studies (0020,1200), Series (0020,1202) and Instances
+    (0020,1204) for a batch of patients (the studies of one Patient ID, PS3.4 C.3.1)."""
+    ids = [h.study.patient_id for h in hits]
+    known = [i for i in ids if i is not None]
+    which: ColumnElement[bool] = Study.patient_id.in_(known)
+    if len(known) < len(ids):
+        which = or_(which, Study.patient_id.is_(None))
+    counts: dict[str | None, tuple[int, int, int]] = {}
+    for patient_id, n_studies, n_series, n_instances in session.execute(
+        select(
+            Study.patient_id,
+            func.count(func.distinct(Study.id)),
+            func.count(Series.id),
+            func.coalesce(func.sum(Series.instance_count), 0),
+        )
+        .outerjoin(Series, Series.study_id == Study.id)
+        .where(which)
+        .group_by(Study.patient_id)
+    ):
+        counts[patient_id] = (int(n_studies), int(n_series), int(n_instances))
+    for hit in hits:
+        studies, series, instances = counts.get(hit.study.patient_id, (0, 0, 0))
+        hit.computed["NumberOfPatientRelatedStudies"] = studies
+        hit.computed["NumberOfPatientRelatedSeries"] = series
+        hit.computed["NumberOfPatientRelatedInstances"] = instances
 
 
 def _study_values(session: Session, hits: list[Hit], wanted: set[str]) -> None:

@@ -1,9 +1,13 @@
 """Parse a C-FIND request identifier into a :class:`FindRequest` (PS3.4 C.4.1.1.3.1).
 
-Study Root model (PS3.4 C.6.2.1), baseline hierarchical search (PS3.4 C.4.1.3.1): a
-SERIES query names its study by Study Instance UID (0020,000D), an IMAGE query also names
-its series by Series Instance UID (0020,000E), never empty or wild (a list of UIDs is
-accepted there too, a relaxation of the single value the baseline asks for).
+Study Root (PS3.4 C.6.2.1) and Patient Root (PS3.4 C.6.1.1) models.  Relational
+queries (PS3.4 C.4.1.2.2) are accepted unless ``[query] relational = false`` and the
+requester did not negotiate them (SOP Class Extended Negotiation, PS3.4 C.4.1.1.1): any
+level, any keys, without the unique keys of the levels above.  Baseline hierarchical
+search (PS3.4 C.4.1.3.1) asks, below the top level, for the unique key of every level
+above -- Patient ID (0010,0020) in Patient Root, Study Instance UID (0020,000D), Series
+Instance UID (0020,000E) -- never empty or wild (a list of UIDs is accepted there too, a
+relaxation of the single value the baseline asks for).
 
 The values of each key are checked against the matching its kind allows (PS3.4 C.2.2.2)
 and kept as :class:`Term` s, which :mod:`scp.services.find.sql` turns into SQL:
@@ -19,6 +23,8 @@ and kept as :class:`Term` s, which :mod:`scp.services.find.sql` turns into SQL:
   ``YYYY.MM.DD`` and ``HH:MM:SS`` are read too (PS3.5 6.2).
 * Several values in a key that is not a UID (``CT\\MR``): one term each, read as *any of*
   (PS3.4 C.2.2.2.8 note 4).
+* Person Name (PN): single value or wild card per component group, see
+  :mod:`scp.services.find.sql` (the ``pn`` kind).
 * Keys the node does not support, and return-only keys given a value, are listed in
   :attr:`FindRequest.unsupported` (pending status 0xFF01, PS3.4 C.4.1.1.4).
 
@@ -39,14 +45,15 @@ from pydicom.tag import BaseTag
 
 from scp import status
 from scp.pipeline.vr import is_da, is_tm, parse_is
-from scp.services.find.errors import FindError
+from scp.services.find.errors import FindError, quoted
 from scp.services.find.keys import (
-    LEVELS,
+    MODEL_LEVELS,
     QUERY_RETRIEVE_LEVEL,
     SPECIFIC_CHARACTER_SET,
     UNIQUE_KEYS,
     KeyDef,
     Level,
+    Model,
     resolve_key,
     tag_of,
 )
@@ -81,6 +88,8 @@ class FindRequest:
     """A parsed, validated identifier (PS3.4 C.4.1.1.3.1)."""
 
     level: Level
+    #: The information model the request came in (``STUDY``: Study Root, ``PATIENT``).
+    model: Model = "STUDY"
     returns: list[KeyDef] = field(default_factory=list)
     criteria: list[Criterion] = field(default_factory=list)
     #: Keys neither matched nor returned, or given a value that is not matched (0xFF01).
@@ -116,7 +125,7 @@ def _date(text: str, key: KeyDef) -> str:
     if not is_da(text):
         raise FindError(
             status.FIND_ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
-            f"{key.keyword}: {text!r} is not a date YYYYMMDD",
+            quoted(f"{key.keyword}: not a date YYYYMMDD: ", text),
             int(key.tag),
         )
     return text
@@ -127,7 +136,7 @@ def _time(text: str, key: KeyDef) -> str:
     if not is_tm(text):
         raise FindError(
             status.FIND_ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
-            f"{key.keyword}: {text!r} is not a time HHMMSS.FFFFFF",
+            quoted(f"{key.keyword}: not a time HHMMSS.FFFFFF: ", text),
             int(key.tag),
         )
     return text
@@ -144,7 +153,7 @@ def _terms(key: KeyDef, parts: Sequence[str]) -> list[Term] | None:
     terms: list[Term] = []
     for value in values:
         wild = "*" in value or "?" in value
-        if key.kind == "string":
+        if key.kind in ("string", "pn"):
             terms.append(Term("wild" if wild else "eq", value))
             continue
         if wild:
@@ -160,7 +169,7 @@ def _terms(key: KeyDef, parts: Sequence[str]) -> list[Term] | None:
                 continue
             low, _, high = (v.strip() for v in value.partition("-"))
             if "-" in high or not (low or high):
-                raise FindError(bad, f"{key.keyword}: {value!r} is not a range", int(key.tag))
+                raise FindError(bad, quoted(f"{key.keyword}: not a range: ", value), int(key.tag))
             terms.append(
                 Term("range", parse(low, key) if low else None, parse(high, key) if high else None)
             )
@@ -168,36 +177,45 @@ def _terms(key: KeyDef, parts: Sequence[str]) -> list[Term] | None:
             number = parse_is(value)
             if number is None:
                 raise FindError(
-                    bad, f"{key.keyword}: {value!r} is not an integer (PS3.5 6.2 IS)", int(key.tag)
+                    bad, quoted(f"{key.keyword}: not an integer: ", value), int(key.tag)
                 )
             terms.append(Term("int", number, value))
     return terms
 
 
-def parse_identifier(ds: Dataset, *, relational: bool = False) -> FindRequest:
-    """Check an identifier against the Study Root model (PS3.4 C.4.1.1.3.1, C.6.2.1).
+def query_level(ds: Dataset, model: Model) -> Level:
+    """The Query/Retrieve Level (0008,0052) of an identifier, one of ``model``'s levels.
 
-    ``relational``: the unique keys of the levels above need not be given (relational
-    search, PS3.4 C.4.1.2.2; QIDO-RS ``/series`` and ``/instances`` across studies).
-
-    Raises :class:`FindError` (0xA900 Identifier Does Not Match SOP Class) for a missing or
-    unknown Query/Retrieve Level, a missing unique key of a level above the query level
-    (PS3.4 C.4.1.3.1.1), or a value its key cannot match.
+    Raises :class:`FindError` 0xA900 when it is missing or not a level of the model.
     """
-    bad = status.FIND_ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
+    levels = MODEL_LEVELS[model]
     try:
         raw_level = ds.get(QUERY_RETRIEVE_LEVEL)
         level_text = str(raw_level.value if raw_level is not None else "").strip().upper()
     except Exception:
         level_text = ""
-    if level_text not in LEVELS:
+    if level_text not in levels:
         raise FindError(
-            bad,
-            "Query/Retrieve Level must be STUDY, SERIES or IMAGE",
+            status.FIND_ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+            f"Query/Retrieve Level must be {', '.join(levels[:-1])} or {levels[-1]}",
             int(QUERY_RETRIEVE_LEVEL),
         )
-    level = cast(Level, level_text)
-    request = FindRequest(level=level)
+    return cast(Level, level_text)
+
+
+def parse_identifier(ds: Dataset, model: Model = "STUDY", relational: bool = True) -> FindRequest:
+    """Check an identifier against an information model (PS3.4 C.4.1.1.3.1, C.6.1, C.6.2).
+
+    ``model`` is ``STUDY`` (Study Root) or ``PATIENT`` (Patient Root); ``relational``
+    accepts relational queries (PS3.4 C.4.1.2.2), else the unique keys of the levels
+    above are required (PS3.4 C.4.1.3.1.1).  Raises :class:`FindError` (0xA900
+    Identifier Does Not Match SOP Class) for a missing or unknown Query/Retrieve Level, a
+    missing unique key, or a value its key cannot match; every Error Comment fits LO.
+    """
+    bad = status.FIND_ERROR_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
+    level = query_level(ds, model)
+    levels = MODEL_LEVELS[model]
+    request = FindRequest(level=level, model=model)
     for tag in sorted(ds.keys()):
         if tag == QUERY_RETRIEVE_LEVEL or tag.element == 0:
             continue  # group lengths are not keys
@@ -223,13 +241,15 @@ def parse_identifier(ds: Dataset, *, relational: bool = False) -> FindRequest:
         terms = _terms(key, parts)
         if terms is not None:
             request.criteria.append(Criterion(key, terms))
-    for upper in [] if relational else LEVELS[: LEVELS.index(level)]:
+    if relational:
+        return request
+    for upper in levels[: levels.index(level)]:
         keyword = UNIQUE_KEYS[upper]
         criterion = next((c for c in request.criteria if c.key.keyword == keyword), None)
-        if criterion is None:
+        if criterion is None or any(t.op != "eq" for t in criterion.terms):
             raise FindError(
                 bad,
-                f"{keyword} is required for a {level} query (PS3.4 C.4.1.3.1)",
+                f"{level} query needs {keyword} (PS3.4 C.4.1.3.1)",
                 int(tag_of(keyword)),
             )
     return request

@@ -1,7 +1,9 @@
-"""The keys the C-FIND SCP supports, per level of the Study Root model (PS3.4 C.6.2.1).
+"""The keys the C-FIND SCP supports, per level of its two information models.
 
-Study Root Query/Retrieve Information Model - FIND (PS3.4 C.6.2), levels STUDY, SERIES and
-IMAGE.  Each :class:`KeyDef` says at which level a key lives, how its values match
+Patient Root Query/Retrieve Information Model - FIND (PS3.4 C.6.1), levels PATIENT,
+STUDY, SERIES and IMAGE, and Study Root (PS3.4 C.6.2), levels STUDY, SERIES and IMAGE
+(where the patient keys are keys of the STUDY level, Table C.6-5).  Each
+:class:`KeyDef` says at which level a key lives, how its values match
 (PS3.4 C.2.2.2) and where its value comes from: an attribute of the index entity of its
 level (:class:`storage.models.Study`, ``Series``, ``Instance``), or a value computed per
 batch of matches (counts, Modalities in Study, the spacing the node measured).
@@ -19,12 +21,21 @@ from pydicom.tag import BaseTag, Tag
 
 #: Study Root Query/Retrieve Information Model - FIND (PS3.4 C.6.2).
 SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.2.2.1"
+#: Patient Root Query/Retrieve Information Model - FIND (PS3.4 C.6.1).
+PATIENT_ROOT_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.2.1.1"
 
-Level = Literal["STUDY", "SERIES", "IMAGE"]
-#: The levels from top to bottom (PS3.4 C.6.2.1).
+Level = Literal["PATIENT", "STUDY", "SERIES", "IMAGE"]
+#: An information model (PS3.4 C.6): ``STUDY`` (Study Root) or ``PATIENT`` (Patient Root).
+Model = Literal["STUDY", "PATIENT"]
+#: The levels of every model, from top to bottom (PS3.4 C.6.1.1, C.6.2.1).
+ALL_LEVELS: tuple[Level, ...] = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+#: The levels of the Study Root model from top to bottom (PS3.4 C.6.2.1).
 LEVELS: tuple[Level, ...] = ("STUDY", "SERIES", "IMAGE")
-#: Unique Key of each level (PS3.4 C.6.2.1, Tables C.6-5, C.6-6, C.6-7).
+#: The levels of each model (PS3.4 C.6.1.1, C.6.2.1).
+MODEL_LEVELS: dict[Model, tuple[Level, ...]] = {"STUDY": LEVELS, "PATIENT": ALL_LEVELS}
+#: Unique Key of each level (PS3.4 C.6.1.1, C.6.2.1, Tables C.6-1, C.6-5, C.6-6, C.6-7).
 UNIQUE_KEYS: dict[Level, str] = {
+    "PATIENT": "PatientID",
     "STUDY": "StudyInstanceUID",
     "SERIES": "SeriesInstanceUID",
     "IMAGE": "SOPInstanceUID",
@@ -37,8 +48,10 @@ SPECIFIC_CHARACTER_SET = Tag(0x0008, 0x0005)
 
 #: How a key's values match (PS3.4 C.2.2.2): ``uid`` (single value or list of UIDs),
 #: ``string`` (single value or wild card), ``date``/``time`` (single value or range),
-#: ``number`` (single value, compared as an integer), ``return`` (returned, never matched).
-Kind = Literal["uid", "string", "date", "time", "number", "return"]
+#: ``number`` (single value, compared as an integer), ``pn`` (a person name: single value or
+#: wild card, per component group, ASCII case-insensitive), ``return`` (returned, never
+#: matched).
+Kind = Literal["uid", "string", "pn", "date", "time", "number", "return"]
 
 
 def tag_of(keyword: str) -> BaseTag:
@@ -78,9 +91,15 @@ class KeyDef:
 
 
 KEYS: tuple[KeyDef, ...] = (
-    # STUDY level (PS3.4 Table C.6-5; patient keys sit at the study level in Study Root)
+    # PATIENT level (PS3.4 Table C.6-1); in Study Root these are STUDY keys (Table C.6-5).
+    # The index keeps them on the study row; a patient is the studies of one Patient ID.
+    KeyDef("PatientName", "PATIENT", "pn", "patient_name"),
+    KeyDef("PatientID", "PATIENT", "string", "patient_id"),
+    KeyDef("NumberOfPatientRelatedStudies", "PATIENT", "return", computed=True),
+    KeyDef("NumberOfPatientRelatedSeries", "PATIENT", "return", computed=True),
+    KeyDef("NumberOfPatientRelatedInstances", "PATIENT", "return", computed=True),
+    # STUDY level (PS3.4 Table C.6-5)
     KeyDef("StudyInstanceUID", "STUDY", "uid", "study_instance_uid"),
-    KeyDef("PatientID", "STUDY", "string", "patient_id"),
     KeyDef("AccessionNumber", "STUDY", "string", "accession_number"),
     KeyDef("StudyDate", "STUDY", "date", "study_date"),
     KeyDef("StudyTime", "STUDY", "time", "study_time"),
@@ -119,10 +138,11 @@ def resolve_key(keyword: str, level: Level) -> KeyDef | None:
     Keys of a level above the query level that the index holds (Patient ID at SERIES
     level, Modality at IMAGE level) are matched and returned too; computed and return-only
     keys only at their own level.  ``None`` when the node does not support the key there
-    (PS3.4 C.4.1.1.4: left out of the responses, pending status 0xFF01).
+    (PS3.4 C.4.1.1.4: left out of the responses, pending status 0xFF01).  The PATIENT
+    keys resolve at every level, which also makes them STUDY keys of Study Root.
     """
-    depth = LEVELS.index(level)
-    for candidate_level in reversed(LEVELS[: depth + 1]):
+    depth = ALL_LEVELS.index(level)
+    for candidate_level in reversed(ALL_LEVELS[: depth + 1]):
         for key in KEYS:
             if key.keyword != keyword or key.level != candidate_level:
                 continue

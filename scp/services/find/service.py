@@ -34,6 +34,7 @@ from scp.services.find.answer import response_identifier
 from scp.services.find.errors import FindError
 from scp.services.find.hits import Hit, SeriesSummaries, compute
 from scp.services.find.identifier import FindRequest, parse_identifier
+from scp.services.find.keys import Model
 from scp.services.find.sql import statement as build_statement
 
 log = logging.getLogger("spacing_scp.find")
@@ -46,7 +47,8 @@ FindResponse = tuple[int | Dataset, Dataset | None]
 
 
 class FindService:
-    """Answers C-FIND requests of the Study Root model from the index (PS3.4 C.4.1.3)."""
+    """Answers C-FIND requests of the Study Root and Patient Root models from the index
+    (PS3.4 C.4.1.3, C.6.1, C.6.2)."""
 
     def __init__(
         self,
@@ -55,21 +57,29 @@ class FindService:
         *,
         max_results: int = 10000,
         match_unknown: bool = True,
+        relational: bool = True,
         batch_size: int = BATCH_SIZE,
     ) -> None:
+        """``relational``: accept relational queries from every requester (PS3.4
+        C.4.1.2.2, ``[query] relational``); else only from those that negotiated them."""
         self.sessions = sessions
         self.queries = queries
         self.max_results = max_results
         self.match_unknown = match_unknown
+        self.relational = relational
         self.batch_size = batch_size
 
     # -- the network layer's C-FIND event ------------------------------------------------
-    def handle(self, event: Any) -> Iterator[FindResponse]:
+    def handle(
+        self, event: Any, model: Model = "STUDY", negotiated_relational: bool = False
+    ) -> Iterator[FindResponse]:
         """The ``evt.EVT_C_FIND`` handler: (status, identifier) pairs, pendings first.
 
         ``event`` is the network layer's C-FIND event (``assoc.requestor.ae_title``,
-        ``identifier``, ``is_cancelled``); each request is logged and counted in
-        ``spacing_scp_find_total`` / ``spacing_scp_find_seconds``.
+        ``identifier``, ``is_cancelled``); ``model`` the information model of its
+        presentation context (``STUDY`` or ``PATIENT`` root); ``negotiated_relational``
+        the requester asked for relational queries (PS3.4 C.4.1.1.1).  Each request is
+        logged and counted in ``spacing_scp_find_total`` / ``spacing_scp_find_seconds``.
         """
         started = time.monotonic()
         calling = event.assoc.requestor.ae_title
@@ -87,7 +97,13 @@ class FindService:
                     None,
                 )
                 return
-            yield from self.find(identifier, lambda: bool(event.is_cancelled), outcome)
+            yield from self.find(
+                identifier,
+                lambda: bool(event.is_cancelled),
+                outcome,
+                model=model,
+                relational=self.relational or negotiated_relational,
+            )
         except GeneratorExit:  # the association ended while responses were being sent
             outcome["end"] = " (association ended)"
             raise
@@ -114,8 +130,14 @@ class FindService:
         identifier: Dataset,
         is_cancelled: Callable[[], bool] = lambda: False,
         outcome: dict[str, Any] | None = None,
+        *,
+        model: Model = "STUDY",
+        relational: bool | None = None,
     ) -> Iterator[FindResponse]:
         """C-FIND responses for ``identifier``: pendings, then one final status.
+
+        ``model``: ``STUDY`` (Study Root) or ``PATIENT`` (Patient Root); ``relational``
+        (default: the service's setting) accepts relational queries (PS3.4 C.4.1.2.2).
 
         The final Success is left to pynetdicom (it sends 0x0000 when the generator ends);
         Cancel (0xFE00), 0xA700 (more than ``max_results`` matches), 0xA900 and 0xC000 are
@@ -125,7 +147,9 @@ class FindService:
         outcome.setdefault("matches", 0)
         outcome["status"] = status.SUCCESS
         try:
-            request = parse_identifier(identifier)
+            request = parse_identifier(
+                identifier, model, self.relational if relational is None else relational
+            )
             outcome["level"] = request.level
             pending = (
                 status.FIND_PENDING_WARNING_OPTIONAL_KEYS

@@ -14,6 +14,13 @@ Matching is translated into SQL, so the database does the filtering:
   Multiple Value Matching their meaning is undefined (PS3.4 C.2.2.2.8 note 4); the node
   reads them as *any of* -- ``ModalitiesInStudy=CT\\MR`` finds studies with a CT or an
   MR series (the negotiated meaning, *all of*, is not offered).
+* Person Name (PN, PS3.4 C.2.2.2.1 and C.2.2.2.4, PS3.5 6.2.1): ASCII case-insensitive
+  (the conformance statement says so, as Orthanc and dcm4chee do by default), wild
+  cards allowed.  A value without ``=`` matches any component group of the stored name
+  (alphabetic, ideographic or phonetic); a value with ``=`` matches group by group, an
+  empty group matching anything.
+* PATIENT level (Patient Root): a patient is the studies of one Patient ID; the study
+  with the lowest id stands for it.
 * Unknown values (PS3.4 C.2.2.1.2): an entity whose Required or supported Optional Key
   is empty matches any value of that key (``[query] match_unknown``); UIDs never do.
 
@@ -22,9 +29,10 @@ SQLAlchemy over :mod:`storage.models`; no pydicom datasets.
 
 from __future__ import annotations
 
+import string
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, and_, exists, or_, select
+from sqlalchemy import ColumnElement, Integer, Select, and_, exists, func, or_, select
 from sqlalchemy.orm import aliased, defer
 
 from scp.services.find.identifier import Criterion, FindRequest, Term
@@ -33,6 +41,7 @@ from storage.models import Instance, Series, Study
 
 #: The index entity of each level (PS3.4 C.6.2.1).
 MODELS: dict[Level, type[Study] | type[Series] | type[Instance]] = {
+    "PATIENT": Study,
     "STUDY": Study,
     "SERIES": Series,
     "IMAGE": Instance,
@@ -60,8 +69,31 @@ def _wildcard(column: Any, pattern: str, dialect: str) -> ColumnElement[bool]:
     return column.like(like.replace("*", "%").replace("?", "_"), escape="\\")
 
 
+_ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+
+
+def _pn_condition(column: Any, term: Term, dialect: str) -> ColumnElement[bool]:
+    """A Person Name value (PS3.5 6.2.1) against the stored name, ASCII case-insensitive:
+    without ``=`` any component group may match, with ``=`` each group in its place."""
+    value = str(term.a).translate(_ASCII_UPPER)
+    # ASCII only on every backend: SQLite's upper() is; translate() is PostgreSQL's.
+    if dialect == "sqlite":
+        stored = func.upper(column)
+    else:
+        stored = func.translate(column, string.ascii_lowercase, string.ascii_uppercase)
+    if "=" in value:
+        groups = [g if g else "*" for g in value.split("=")]
+        whole = "=".join(groups)
+        patterns = [whole, whole + "=*"]
+    else:
+        patterns = [value, value + "=*", "*=" + value, "*=" + value + "=*"]
+    return or_(*(_wildcard(stored, p, dialect) for p in patterns))
+
+
 def _term_condition(key: KeyDef, column: Any, term: Term, dialect: str) -> ColumnElement[bool]:
     """The condition of one value (:class:`Term`) of ``key`` on ``column``."""
+    if key.kind == "pn":
+        return _pn_condition(column, term, dialect)
     if term.op == "wild":
         return _wildcard(column, term.a, dialect)
     if term.op == "int":
@@ -115,13 +147,19 @@ def _criterion_sql(criterion: Criterion, dialect: str, match_unknown: bool) -> C
 def statement(request: FindRequest, dialect: str, match_unknown: bool) -> tuple[Select[Any], Any]:
     """The query of the request's level and the column its batches are keyed on.
 
-    Rows are ``(Study,)``, ``(Series, Study)`` or ``(Instance, Series, Study)`` by level
-    (see :meth:`scp.services.find.hits.Hit.from_row`); the caller adds the keyset
+    Rows are ``(Study,)`` (PATIENT, STUDY), ``(Series, Study)`` or ``(Instance, Series,
+    Study)`` by level (see :meth:`scp.services.find.hits.Hit.from_row`); the caller adds the keyset
     condition, order and limit.  ``dialect`` is the SQLAlchemy dialect name (``sqlite``,
     ``postgresql``); ``match_unknown`` lets empty values match (PS3.4 C.2.2.1.2).
     """
     level = request.level
     stmt: Any
+    if level == "PATIENT":
+        # One row per Patient ID: the matching study with the lowest id stands for it.
+        first = select(func.min(Study.id)).group_by(Study.patient_id)
+        for criterion in request.criteria:
+            first = first.where(_criterion_sql(criterion, dialect, match_unknown))
+        return select(Study).where(Study.id.in_(first)), Study.id
     if level == "STUDY":
         stmt, id_column = select(Study), Study.id
     elif level == "SERIES":
