@@ -126,6 +126,14 @@ class ForwardingConfig:
     connect_timeout_s: float = 10.0
     #: Identity written to claimed jobs; empty: host name, process id and a random part.
     node_id: str = ""
+    #: Seconds between two heartbeats of this node in the outbox's ``forward_nodes`` table.
+    heartbeat_s: float = 1.0
+    #: Seconds without a heartbeat after which a node counts as dead: the jobs it held
+    #: in flight are taken over at once, without waiting for ``lease_s``.
+    claimant_timeout_s: float = 5.0
+    #: Longest pause, in seconds, between two attempts at a destination that is down
+    #: (no association, timeout, abort); the pause grows from its ``retry_initial_s``.
+    probe_interval_s: float = 30.0
 
 
 @dataclass
@@ -155,6 +163,14 @@ class Destination:
     #: finding_code, worst_severity; each a list of accepted values (globs allowed).
     filter: dict[str, list[str]] = field(default_factory=dict)
     calling_ae_title: str = ""  # AE title the node uses towards this destination
+    #: Days a job keeps waiting while the destination cannot be reached (no association,
+    #: timeout, abort) before it is ``dead``; refusals (failure statuses) count
+    #: ``max_attempts`` instead.
+    reach_retention_days: float = 7.0
+    #: Never send an instance back where it came from: "ae_title" (the calling AE title
+    #: equals this destination's AE title), "ae_title_and_host" (and the peer address is
+    #: one of the destination host's addresses), "off".
+    loop_guard: Literal["ae_title", "ae_title_and_host", "off"] = "ae_title"
 
 
 @dataclass
@@ -378,6 +394,10 @@ def _destination(index: int, raw: Any) -> Destination:
         raise ConfigError(f"{where}.max_attempts: at least 1")
     if dest.retry_initial_s <= 0 or dest.retry_max_s < dest.retry_initial_s:
         raise ConfigError(f"{where}.retry_initial_s/retry_max_s: 0 < initial <= max")
+    if dest.reach_retention_days <= 0:
+        raise ConfigError(f"{where}.reach_retention_days: must be greater than 0")
+    if dest.loop_guard not in ("ae_title", "ae_title_and_host", "off"):
+        raise ConfigError(f'{where}.loop_guard: "ae_title", "ae_title_and_host" or "off"')
     for key, accepted in dest.filter.items():
         if key not in _DESTINATION_FILTER_KEYS:
             raise ConfigError(
@@ -424,11 +444,13 @@ def _validate(cfg: Config) -> None:
     if cfg.series.uniform_abs_tolerance_mm < 0:
         raise ConfigError("series.uniform_abs_tolerance_mm: 0 or more")
     fwd = cfg.forwarding
-    for key in ("lease_s", "poll_s", "connect_timeout_s"):
+    for key in ("lease_s", "poll_s", "connect_timeout_s", "heartbeat_s", "probe_interval_s"):
         if getattr(fwd, key) <= 0:
             raise ConfigError(f"forwarding.{key}: must be greater than 0")
     if not 1 <= fwd.batch_size <= 1000:
         raise ConfigError("forwarding.batch_size: 1 to 1000")
+    if fwd.claimant_timeout_s < 2 * fwd.heartbeat_s:
+        raise ConfigError("forwarding.claimant_timeout_s: at least twice heartbeat_s")
     if cfg.query.max_results < 0:
         raise ConfigError("query.max_results: 0 (no limit) or more")
     if not cfg.storage.data_dir:

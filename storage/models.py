@@ -200,3 +200,20 @@ Index(
 )
 Index("ix_forward_jobs_lease", ForwardJob.state, ForwardJob.lease_until)
 Index("ix_forward_jobs_instance", ForwardJob.instance_id, ForwardJob.destination)
+
+
+class ForwardNode(Base):
+    """A process that claims forward jobs, with its heartbeat (``storage.claimants``).
+
+    A job ``in_flight`` whose ``claimed_by`` names a node whose heartbeat is older than
+    the claimant timeout belongs to a dead process and is taken over at once; a node
+    that stops cleanly deletes its row.
+    """
+
+    __tablename__ = "forward_nodes"
+
+    node_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
