@@ -84,7 +84,7 @@ class DestinationHealth:
             self.state = DOWN
             self._since = time.monotonic()
             log.warning(
-                "forward %s: destination down (%s); %s jobs waiting; probing every <= %.0f s",
+                "forward %s: destination down (%s); %s jobs waiting; probing every <= %g s",
                 self.name,
                 error,
                 self._count(),
