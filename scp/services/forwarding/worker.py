@@ -329,7 +329,6 @@ class DestinationWorker:
         if not assoc.is_established:
             self._not_associated(assoc, group)
             return
-        self._answered()
         try:
             self._send_over(assoc, group)
             self._keep_sending(assoc)
@@ -373,8 +372,8 @@ class DestinationWorker:
         self._unreachable(group[:1], assoc.failure)
 
     def _answered(self) -> None:
-        """An association was established: if the destination was down, every job waiting
-        on it is due now."""
+        """The destination answered (a C-STORE response, or a negotiation that rejected
+        every context): if it was down, every job waiting on it is due now."""
         if self.health.answered():
             with write_session(self.sessions) as session:
                 outbox.retry(session, destination=self.dest.name)
@@ -418,10 +417,9 @@ class DestinationWorker:
             if code is None:
                 if self._stop.is_set():
                     return  # aborted by stop: released, no attempt counted
-                self._unreachable(
-                    [job], "no C-STORE response (DIMSE timeout or association aborted)"
-                )
+                self._unreachable([job], NO_RESPONSE)
                 return
+            self._answered()  # a response, not only an association: it works again
             if code in DONE_STATUSES:
                 self._done(job, code, (time.perf_counter() - started) * 1000)
             else:
