@@ -114,8 +114,9 @@ class TlsConfig:
 class ForwardingConfig:
     """How the forwarder (``scp.services.forwarding``) works through its outbox."""
 
-    #: Seconds a claimed job stays reserved for its worker; a job whose node died
-    #: mid-send is taken up again after this (longer than one C-STORE can take).
+    #: Seconds a claimed job stays reserved for its worker (renewed while it sends); a job
+    #: whose worker hung is taken up again after this (longer than one C-STORE can take).
+    #: A node that died is noticed sooner, by its heartbeat (``claimant_timeout_s``).
     lease_s: float = 300.0
     #: Seconds between outbox polls when nothing wakes a worker (jobs due for retry,
     #: jobs queued by ``spacing-scp forward retry/requeue``).

@@ -5,7 +5,8 @@ worker until ``lease_until``), ``done`` (the destination answered Success or a
 warning, PS3.4 B.2.3) and ``dead`` (given up; ``last_error`` says why).
 
 A job is claimed with one guarded ``UPDATE``: only rows that are still
-``pending`` and due, or ``in_flight`` with an expired lease, change hands, so two
+``pending`` and due, or ``in_flight`` with an expired lease or a dead claimant (its
+heartbeat, :mod:`storage.claimants`, is too old), change hands, so two
 workers, in one process or in several sharing the database, never hold the same
 job.  On PostgreSQL the candidate rows are selected ``FOR UPDATE SKIP LOCKED``
 (concurrent claimers take different rows instead of waiting); SQLite has no row
