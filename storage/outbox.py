@@ -145,6 +145,7 @@ def enqueue(
                     "destination": name,
                     "state": PENDING,
                     "attempts": 0,
+                    "refusals": 0,
                     "next_attempt_at": now,
                     "created_at": now,
                     "updated_at": now,
@@ -353,7 +354,7 @@ def fail(
     new state (``None``: job not held).
 
     A refusal (``reach_retention_s`` ``None``: a failure status, an unreadable file) is
-    ``dead`` once the attempts reach ``max_attempts``.  A failure of reach (no
+    ``dead`` once the job's refusals reach ``max_attempts``.  A failure of reach (no
     association, timeout, abort: ``reach_retention_s`` given) is ``dead`` only once the
     job is older than ``reach_retention_s`` seconds, however many attempts it took.
     """
@@ -368,8 +369,9 @@ def fail(
     job.lease_until = None
     job.updated_at = now
     if reach_retention_s is None:
-        give_up = job.attempts >= max_attempts
-        why = f"gave up after {job.attempts} attempts: {error}"
+        job.refusals += 1
+        give_up = job.refusals >= max_attempts
+        why = f"gave up after {job.attempts} attempts ({job.refusals} refused): {error}"
     else:
         age_s = (now - (as_utc(job.created_at) or now)).total_seconds()
         give_up = age_s > reach_retention_s
@@ -476,7 +478,12 @@ def retry(
         query = query.where(ForwardJob.destination == destination)
     if dead:
         query = query.where(ForwardJob.state == DEAD).values(
-            state=PENDING, attempts=0, next_attempt_at=now, claimed_by=None, updated_at=now
+            state=PENDING,
+            attempts=0,
+            refusals=0,
+            next_attempt_at=now,
+            claimed_by=None,
+            updated_at=now,
         )
     else:
         query = query.where(ForwardJob.state == PENDING, ForwardJob.next_attempt_at > now).values(

@@ -10,7 +10,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,21 +21,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from scp.config import Destination
 from scp.services.forwarding.routing import RoutingFacts, loops_back, route
 from storage import claimants, outbox
-from storage.db import ensure_schema, make_engine, make_session_factory, write_session
+from storage.db import write_session
 from storage.models import ForwardJob
 from tests.conftest import free_port, make_config, send_files
 from tests.pacs import Pacs, wait_until
 from tests.test_forward import _dest, _jobs, _node, _series
 from tests.test_forward_outbox import _instances
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    ensure_schema(engine)
-    yield make_session_factory(engine)
-    engine.dispose()
-
 
 # -- backoff --------------------------------------------------------------------------------
 
@@ -98,48 +89,60 @@ def test_a_dead_claimants_jobs_return_at_once_a_live_ones_never(
 # -- outages heal ---------------------------------------------------------------------------
 
 
+def _unreachable(session: Session, job_id: int, now: datetime) -> str | None:
+    """One failure of reach (7 days' retention), and refusals would die at 3 attempts."""
+    return outbox.fail(
+        session,
+        job_id,
+        "n",
+        error="no association",
+        max_attempts=3,
+        retry_initial_s=5,
+        retry_max_s=600,
+        now=now,
+        reach_retention_s=7 * 86400.0,
+    )
+
+
 def test_reach_failures_wait_days_refusals_die_at_max_attempts(
     sessions: sessionmaker[Session],
 ) -> None:
     _instances(sessions, 2)
     created = datetime.now(UTC)
     now = created
-    week = 7 * 86400.0
     with write_session(sessions) as session:
         for _ in range(1500):  # far more than max_attempts: an outage, not a refusal
             [job] = outbox.claim(
                 session, "pacs", "n", limit=1, lease_s=10, now=now, any_pending=True
             )
-            state = outbox.fail(
-                session,
-                job.id,
-                "n",
-                error="no association",
-                max_attempts=3,
-                retry_initial_s=5,
-                retry_max_s=600,
-                now=now,
-                reach_retention_s=week,
-            )
-            assert state == "pending"
+            assert _unreachable(session, job.id, now) == "pending"
             now += timedelta(seconds=30)
         # a week after the job was made, the outage gives up
         late = created + timedelta(days=7, seconds=1)
         [job] = outbox.claim(session, "pacs", "n", limit=1, lease_s=10, now=late)
-        outbox_state = outbox.fail(
-            session,
-            job.id,
-            "n",
-            error="no association",
-            max_attempts=3,
-            retry_initial_s=5,
-            retry_max_s=600,
-            now=late,
-            reach_retention_s=week,
-        )
-        assert outbox_state == "dead"
+        assert _unreachable(session, job.id, late) == "dead"
         row = session.get(ForwardJob, job.id)
         assert row is not None and row.last_error and "unreachable for 7.0 days" in row.last_error
+        # the other job is refused (a failure status): dead at its third attempt
+        states = []
+        for _ in range(3):
+            [other] = outbox.claim(
+                session, "pacs", "n", limit=1, lease_s=10, now=late, any_pending=True
+            )
+            states.append(
+                outbox.fail(
+                    session,
+                    other.id,
+                    "n",
+                    error="C-STORE status 0xA700",
+                    status=0xA700,
+                    max_attempts=3,
+                    retry_initial_s=5,
+                    retry_max_s=600,
+                    now=late,
+                )
+            )
+        assert states == ["pending", "pending", "dead"]
 
 
 def test_down_destination_one_line_down_one_up_then_everything_at_once(

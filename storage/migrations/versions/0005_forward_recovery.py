@@ -1,4 +1,5 @@
-"""forward nodes: heartbeats of the processes that claim forward jobs (prompt takeover)
+"""forward recovery: heartbeats of the processes that claim forward jobs (prompt
+takeover), and the refusals of each job (max_attempts counts refusals only)
 
 Revision ID: 0005
 Revises: 0002
@@ -25,7 +26,11 @@ def upgrade() -> None:
         sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("node_id"),
     )
+    with op.batch_alter_table("forward_jobs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("refusals", sa.Integer(), server_default="0", nullable=False))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("forward_jobs", schema=None) as batch_op:
+        batch_op.drop_column("refusals")
     op.drop_table("forward_nodes")
