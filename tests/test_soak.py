@@ -77,6 +77,8 @@ def _send_all(port: int, count: int, sent: list[int], failures: list[str]) -> No
         study = new_uid()
         series = new_uid()
         for i in range(count):
+            if failures:
+                return  # the test is failing: let the node stop without waiting for us
             if i % PER_SERIES == 0:
                 series = new_uid()
             ds = ct_dataset(
@@ -123,9 +125,9 @@ retry_max_s = 2.0
     stop = threading.Event()
 
     def flap() -> None:
-        while not stop.wait(6.0):
+        while not stop.wait(8.0):
             pacs.down()
-            if stop.wait(3.0):
+            if stop.wait(2.0):
                 pacs.up()
                 return
             pacs.up()
