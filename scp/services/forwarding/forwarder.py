@@ -68,6 +68,7 @@ class Forwarder:
         self.heartbeat_s = cfg.forwarding.heartbeat_s
         self.claimant_timeout_s = cfg.forwarding.claimant_timeout_s
         self._beating = threading.Event()
+        self._beat_failing = False
         self._heart = threading.Thread(
             target=self._beat_loop, name="forward-heartbeat", daemon=True
         )
@@ -110,13 +111,19 @@ class Forwarder:
             )
 
     def _beat(self) -> bool:
+        """One heartbeat; a failure is logged once, and its end once (not every beat)."""
         try:
             with write_session(self.sessions) as session:
                 claimants.beat(session, self.node_id)
-            return True
         except Exception as exc:  # the database is down: the next beat tries again
-            log.warning("forward heartbeat of %s failed: %s", self.node_id, exc)
+            if not self._beat_failing:
+                log.warning("forward heartbeat of %s failing: %s", self.node_id, exc)
+            self._beat_failing = True
             return False
+        if self._beat_failing:
+            log.info("forward heartbeat of %s written again", self.node_id)
+        self._beat_failing = False
+        return True
 
     def _beat_loop(self) -> None:
         beats = 0
