@@ -30,8 +30,9 @@ class PrivateCluster:
         if pgbin is None:
             raise RuntimeError("no PostgreSQL binaries (pg_ctl, initdb)")
         self.bin = pgbin
-        # Not below pytest's tmp_path: the postgres user must be able to reach it.
-        root = Path(tempfile.mkdtemp(prefix="spacing-scp-pg-"))
+        # Not below pytest's tmp_path: the postgres user must be able to reach it (and not
+        # in tempfile's default folder either: an in-process node points it at its store).
+        root = Path(tempfile.mkdtemp(prefix="spacing-scp-pg-", dir="/tmp"))
         self.root = root
         self.data = root / "pgdata"
         self.port = free_port()
