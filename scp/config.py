@@ -313,9 +313,11 @@ def _validate(cfg: Config) -> None:
     if cfg.series.uniform_abs_tolerance_mm < 0:
         raise ConfigError("series.uniform_abs_tolerance_mm: 0 or more")
     fwd = cfg.forwarding
-    for key in ("lease_s", "poll_s", "connect_timeout_s"):
+    for key in ("lease_s", "poll_s", "connect_timeout_s", "heartbeat_s", "probe_interval_s"):
         if getattr(fwd, key) <= 0:
             raise ConfigError(f"forwarding.{key}: must be greater than 0")
+    if fwd.claimant_timeout_s < 2 * fwd.heartbeat_s:
+        raise ConfigError("forwarding.claimant_timeout_s: at least twice heartbeat_s")
     if not 1 <= fwd.batch_size <= 1000:
         raise ConfigError("forwarding.batch_size: 1 to 1000")
     if cfg.query.max_results < 0:

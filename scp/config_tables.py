@@ -161,8 +161,9 @@ class TlsConfig(_Section):
 class ForwardingConfig(_Section):
     """How the forwarder (``scp.services.forwarding``) works through its outbox."""
 
-    #: Seconds a claimed job stays reserved for its worker; a job whose node died
-    #: mid-send is taken up again after this (longer than one C-STORE can take).
+    #: Seconds a claimed job stays reserved for its worker (renewed while it sends); a job
+    #: whose worker hung is taken up again after this (longer than one C-STORE can take).
+    #: A node that died is noticed sooner, by its heartbeat (``claimant_timeout_s``).
     lease_s: float = 300.0
     #: Seconds between outbox polls when nothing wakes a worker (jobs due for retry,
     #: jobs queued by ``spacing-scp forward retry/requeue``).
@@ -173,6 +174,14 @@ class ForwardingConfig(_Section):
     connect_timeout_s: float = 10.0
     #: Identity written to claimed jobs; empty: host name, process id and a random part.
     node_id: str = ""
+    #: Seconds between two heartbeats of this node in the outbox's ``forward_nodes`` table.
+    heartbeat_s: float = 1.0
+    #: Seconds without a heartbeat after which a node counts as dead: the jobs it held
+    #: in flight are taken over at once, without waiting for ``lease_s``.
+    claimant_timeout_s: float = 5.0
+    #: Longest pause, in seconds, between two attempts at a destination that is down
+    #: (no association, timeout, abort); the pause grows from its ``retry_initial_s``.
+    probe_interval_s: float = 30.0
 
 
 class QueryConfig(_Section):
@@ -257,6 +266,14 @@ class Destination(_Section):
     max_attempts: int = 20
     retry_initial_s: float = 5.0
     retry_max_s: float = 600.0
+    #: Days a job keeps waiting while the destination cannot be reached (no association,
+    #: timeout, abort) before it is ``dead``; refusals (failure statuses) count
+    #: ``max_attempts`` instead.
+    reach_retention_days: float = 7.0
+    #: Never send an instance back where it came from: "ae_title" (the calling AE title
+    #: equals this destination's AE title), "ae_title_and_host" (and the peer address is
+    #: one of the destination host's addresses), "off".
+    loop_guard: Literal["ae_title", "ae_title_and_host", "off"] = "ae_title"
     #: All given keys must match: header keywords (Modality, ...), calling_ae_title,
     #: finding_code, worst_severity; each a list of accepted values (globs allowed).
     filter: dict[str, list[str]] = Field(default_factory=dict)
@@ -295,6 +312,8 @@ class Destination(_Section):
             raise ValueError("max_attempts: at least 1")
         if self.retry_initial_s <= 0 or self.retry_max_s < self.retry_initial_s:
             raise ValueError("retry_initial_s/retry_max_s: 0 < initial <= max")
+        if self.reach_retention_days <= 0:
+            raise ValueError("reach_retention_days: must be greater than 0")
         for key, accepted in self.filter.items():
             if key not in _DESTINATION_FILTER_KEYS:
                 raise ValueError(

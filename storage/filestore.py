@@ -3,8 +3,9 @@
 Every file is written to a temporary file on the same filesystem, fsynced,
 renamed into place, and its folder fsynced (so the rename itself is durable).
 A file that replaces an earlier copy (a resend of the same SOP Instance UID)
-first moves that copy aside, so that a failed index commit can put it back:
-nothing already accepted is ever lost.
+first gives that copy a second name (a hard link, ``.prev``), so that a failed index
+commit can put it back: nothing already accepted is ever lost, and the file's path
+never goes missing while it is replaced.
 """
 
 from __future__ import annotations
@@ -127,8 +128,13 @@ class FileStore:
                 os.fsync(fh.fileno())
             backup: Path | None = None
             if target.exists():
+                # The previous copy gets a second name, and the new file replaces the first
+                # in one rename: the path never goes missing for a reader (a forward job
+                # sending the instance while it is resent).
                 backup = target.with_name(target.name + _BACKUP_SUFFIX)
-                os.replace(target, backup)
+                with contextlib.suppress(FileNotFoundError):
+                    backup.unlink()
+                os.link(target, backup)
             os.replace(tmp, target)
             _fsync_dir(target.parent)
             return backup

@@ -200,6 +200,9 @@ class ForwardJob(Base):
     destination: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: Attempts the destination refused (a failure status); ``max_attempts`` counts these
+    #: only, so a long outage (failures of reach) never uses them up.
+    refusals: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     claimed_by: Mapped[str | None] = mapped_column(String(128))
@@ -263,3 +266,20 @@ class CommitmentRequest(Base):
 
 
 Index("ix_commitment_requests_due", CommitmentRequest.state, CommitmentRequest.next_attempt_at)
+
+
+class ForwardNode(Base):
+    """A process that claims forward jobs, with its heartbeat (``storage.claimants``).
+
+    A job ``in_flight`` whose ``claimed_by`` names a node whose heartbeat is older than
+    the claimant timeout belongs to a dead process and is taken over at once; a node
+    that stops cleanly deletes its row.
+    """
+
+    __tablename__ = "forward_nodes"
+
+    node_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

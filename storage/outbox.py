@@ -5,7 +5,8 @@ worker until ``lease_until``), ``done`` (the destination answered Success or a
 warning, PS3.4 B.2.3) and ``dead`` (given up; ``last_error`` says why).
 
 A job is claimed with one guarded ``UPDATE``: only rows that are still
-``pending`` and due, or ``in_flight`` with an expired lease, change hands, so two
+``pending`` and due, or ``in_flight`` with an expired lease or a dead claimant (its
+heartbeat, :mod:`storage.claimants`, is too old), change hands, so two
 workers, in one process or in several sharing the database, never hold the same
 job.  On PostgreSQL the candidate rows are selected ``FOR UPDATE SKIP LOCKED``
 (concurrent claimers take different rows instead of waiting); SQLite has no row
@@ -40,8 +41,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
+from storage import claimants
 from storage.models import ForwardJob, Instance, Series
-from storage.queries import BadQuery, decode_cursor, encode_cursor
 
 PENDING = "pending"
 IN_FLIGHT = "in_flight"
@@ -64,7 +65,7 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     aware = as_utc(value)
     return None if aware is None else aware.isoformat()
 
@@ -144,6 +145,7 @@ def enqueue(
                     "destination": name,
                     "state": PENDING,
                     "attempts": 0,
+                    "refusals": 0,
                     "next_attempt_at": now,
                     "created_at": now,
                     "updated_at": now,
@@ -157,11 +159,17 @@ def enqueue(
 # -- claiming and settling ------------------------------------------------------------------
 
 
-def _due(now: datetime) -> Any:
-    return or_(
-        and_(ForwardJob.state == PENDING, ForwardJob.next_attempt_at <= now),
-        and_(ForwardJob.state == IN_FLIGHT, ForwardJob.lease_until < now),
-    )
+def _due(now: datetime, claimant_timeout_s: float | None = None, any_pending: bool = False) -> Any:
+    """Claimable rows: ``pending`` and due (any ``pending`` with ``any_pending``), or
+    ``in_flight`` with an expired lease or, given ``claimant_timeout_s``, a dead claimant
+    (:func:`storage.claimants.dead_claimant`)."""
+    pending: Any = ForwardJob.state == PENDING
+    if not any_pending:
+        pending = and_(pending, ForwardJob.next_attempt_at <= now)
+    lost: Any = ForwardJob.lease_until < now
+    if claimant_timeout_s is not None:
+        lost = or_(lost, claimants.dead_claimant(claimant_timeout_s, now))
+    return or_(pending, and_(ForwardJob.state == IN_FLIGHT, lost))
 
 
 def claim(
@@ -172,33 +180,46 @@ def claim(
     limit: int,
     lease_s: float,
     now: datetime | None = None,
+    claimant_timeout_s: float | None = None,
+    any_pending: bool = False,
 ) -> list[ClaimedJob]:
     """Take up to ``limit`` due jobs of ``destination`` for ``node_id``, oldest due first.
 
-    Due: ``pending`` with ``next_attempt_at`` reached, or ``in_flight`` with an expired
-    lease (its worker died or hung: the job is taken over, its attempts unchanged).
+    Due: ``pending`` with ``next_attempt_at`` reached (any ``pending`` job with
+    ``any_pending``: the probe of a destination that is down), or ``in_flight`` whose
+    claimant is gone: its lease expired (the worker hung) or, with
+    ``claimant_timeout_s``, the claimant's heartbeat is older than that many seconds
+    (its process died).  A job taken over keeps its attempts.
     """
     now = now or utcnow()
+    due = _due(now, claimant_timeout_s, any_pending)
     candidates = session.scalars(
         select(ForwardJob.id)
-        .where(ForwardJob.destination == destination, _due(now))
+        .where(ForwardJob.destination == destination, due)
         .order_by(ForwardJob.next_attempt_at, ForwardJob.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
     if not candidates:
         return []
-    reclaimed = "taken over after the lease of " + func.coalesce(ForwardJob.claimed_by, "?")
+    previous = func.coalesce(ForwardJob.claimed_by, "?")
     ids = session.scalars(
         update(ForwardJob)
-        .where(ForwardJob.id.in_(candidates), _due(now))
+        .where(ForwardJob.id.in_(candidates), due)
         .values(
             state=IN_FLIGHT,
             claimed_by=node_id,
             lease_until=now + timedelta(seconds=lease_s),
             updated_at=now,
             last_error=case(
-                (ForwardJob.state == IN_FLIGHT, reclaimed + " expired"),
+                (
+                    and_(ForwardJob.state == IN_FLIGHT, ForwardJob.lease_until < now),
+                    "taken over after the lease of " + previous + " expired",
+                ),
+                (
+                    ForwardJob.state == IN_FLIGHT,
+                    "taken over from " + previous + " (no heartbeat: its process is dead)",
+                ),
                 else_=ForwardJob.last_error,
             ),
         )
@@ -280,12 +301,17 @@ def complete(
 def backoff_s(
     attempts: int, initial_s: float, max_s: float, rng: random.Random | None = None
 ) -> float:
-    """Delay before attempt ``attempts + 1``: exponential, capped, with jitter.
+    """Delay in seconds before attempt ``attempts + 1``: exponential, capped, with jitter.
 
     ``initial * 2**(attempts-1)`` capped at ``max``, then drawn uniformly from its upper
     half ("equal jitter"), so retries of many jobs spread out instead of arriving together.
+    The exponent is capped before the power is computed, so any attempt count (1025 and
+    more) gives ``max`` instead of overflowing a float.
     """
-    base = min(max_s, initial_s * (2 ** max(0, attempts - 1)))
+    doublings = 0
+    while doublings < max(0, attempts - 1) and initial_s * 2**doublings < max_s:
+        doublings += 1
+    base = min(max_s, initial_s * 2**doublings)
     return base / 2 + (rng or random).uniform(0, base / 2)
 
 
@@ -322,9 +348,16 @@ def fail(
     retry_max_s: float,
     rng: random.Random | None = None,
     now: datetime | None = None,
+    reach_retention_s: float | None = None,
 ) -> str | None:
-    """An attempt failed: back to ``pending`` after a backoff, or ``dead`` once the
-    attempts reach ``max_attempts``.  Returns the new state (``None``: job not held)."""
+    """An attempt failed: back to ``pending`` after a backoff, or ``dead``.  Returns the
+    new state (``None``: job not held).
+
+    A refusal (``reach_retention_s`` ``None``: a failure status, an unreadable file) is
+    ``dead`` once the job's refusals reach ``max_attempts``.  A failure of reach (no
+    association, timeout, abort: ``reach_retention_s`` given) is ``dead`` only once the
+    job is older than ``reach_retention_s`` seconds, however many attempts it took.
+    """
     now = now or utcnow()
     # Locked first (see enqueue): a resend queued meanwhile is committed, and dropped below.
     job = session.get(ForwardJob, job_id, populate_existing=True, with_for_update=True)
@@ -335,9 +368,17 @@ def fail(
     job.last_error = error[:MAX_ERROR_CHARS]
     job.lease_until = None
     job.updated_at = now
-    if job.attempts >= max_attempts:
+    if reach_retention_s is None:
+        job.refusals += 1
+        give_up = job.refusals >= max_attempts
+        why = f"gave up after {job.attempts} attempts ({job.refusals} refused): {error}"
+    else:
+        age_s = (now - (as_utc(job.created_at) or now)).total_seconds()
+        give_up = age_s > reach_retention_s
+        why = f"unreachable for {age_s / 86400:.1f} days ({job.attempts} attempts): {error}"
+    if give_up:
         job.state = DEAD
-        job.last_error = f"gave up after {job.attempts} attempts: {error}"[:MAX_ERROR_CHARS]
+        job.last_error = why[:MAX_ERROR_CHARS]
     else:
         _drop_pending_twins(session, [job.id])
         job.state = PENDING
@@ -408,6 +449,18 @@ def next_due(session: Session, destination: str) -> datetime | None:
     return min(times) if times else None
 
 
+def waiting(session: Session, destination: str) -> int:
+    """Jobs of ``destination`` not yet delivered (``pending`` or ``in_flight``)."""
+    return int(
+        session.scalar(
+            select(func.count(ForwardJob.id)).where(
+                ForwardJob.destination == destination, ForwardJob.state.in_((PENDING, IN_FLIGHT))
+            )
+        )
+        or 0
+    )
+
+
 # -- operator actions -----------------------------------------------------------------------
 
 
@@ -425,7 +478,12 @@ def retry(
         query = query.where(ForwardJob.destination == destination)
     if dead:
         query = query.where(ForwardJob.state == DEAD).values(
-            state=PENDING, attempts=0, next_attempt_at=now, claimed_by=None, updated_at=now
+            state=PENDING,
+            attempts=0,
+            refusals=0,
+            next_attempt_at=now,
+            claimed_by=None,
+            updated_at=now,
         )
     else:
         query = query.where(ForwardJob.state == PENDING, ForwardJob.next_attempt_at > now).values(
@@ -519,7 +577,7 @@ def summary(
                 "job_id": row[0],
                 "state": row[1],
                 "message": row[2],
-                "at": _iso(row[3]),
+                "at": iso(row[3]),
             }
     return [out[name] for name in sorted(out)]
 
@@ -534,56 +592,3 @@ def depth(session: Session) -> dict[tuple[str, str], int]:
             )
         )
     }
-
-
-def job_dict(job: ForwardJob, inst: Instance, series_uid: str) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "destination": job.destination,
-        "state": job.state,
-        "attempts": job.attempts,
-        "sop_instance_uid": inst.sop_instance_uid,
-        "series_instance_uid": series_uid,
-        "sop_class_uid": inst.sop_class_uid,
-        "transfer_syntax_uid": inst.transfer_syntax_uid,
-        "next_attempt_at": _iso(job.next_attempt_at),
-        "lease_until": _iso(job.lease_until),
-        "claimed_by": job.claimed_by,
-        "last_status": job.last_status,
-        "last_status_hex": None if job.last_status is None else f"0x{job.last_status:04X}",
-        "last_error": job.last_error,
-        "created_at": _iso(job.created_at),
-        "updated_at": _iso(job.updated_at),
-        "done_at": _iso(job.done_at),
-    }
-
-
-def list_jobs(
-    session: Session,
-    *,
-    state: str | None = None,
-    destination: str | None = None,
-    series_instance_uid: str | None = None,
-    limit: int = 100,
-    cursor: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """Jobs, newest first, a keyset page (cursor on the job id) at a time."""
-    if state and state not in STATES:
-        raise BadQuery(f"state must be one of {', '.join(STATES)}")
-    query = (
-        select(ForwardJob, Instance, Series.series_instance_uid)
-        .join(Instance, ForwardJob.instance_id == Instance.id)
-        .join(Series, Instance.series_id == Series.id)
-    )
-    if state:
-        query = query.where(ForwardJob.state == state)
-    if destination:
-        query = query.where(ForwardJob.destination == destination)
-    if series_instance_uid:
-        query = query.where(Series.series_instance_uid == series_instance_uid)
-    if cursor:
-        query = query.where(ForwardJob.id < decode_cursor(cursor))
-    rows = session.execute(query.order_by(ForwardJob.id.desc()).limit(limit + 1)).all()
-    page = rows[:limit]
-    items = [job_dict(job, inst, uid) for job, inst, uid in page]
-    return items, (encode_cursor(page[-1][0].id) if len(rows) > limit else None)

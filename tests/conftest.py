@@ -17,6 +17,7 @@ import pydicom
 import pytest
 from pydicom import dcmread
 from pynetdicom import AE, _config
+from sqlalchemy.orm import Session, sessionmaker
 
 from scp.config import Config, load_config
 
@@ -326,3 +327,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'index.sqlite3'}"
     return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    """A session factory on a migrated index, on each backend (``database_url``)."""
+    from storage.db import ensure_schema, make_engine, make_session_factory
+
+    engine = make_engine(database_url)
+    ensure_schema(engine)
+    yield make_session_factory(engine)
+    engine.dispose()

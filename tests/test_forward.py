@@ -29,7 +29,7 @@ from scp.cli import main as cli_main
 from scp.config import Destination
 from scp.pipeline.annotate import VERDICT, read_annotation
 from scp.pipeline.policy import SwapRule
-from storage import outbox
+from storage import outbox, outbox_jobs
 from storage.db import make_engine, make_session_factory
 from tests.conftest import dataset_bytes, free_port, make_config, send_files
 from tests.dicom_factory import ct_dataset, new_uid, write, write_ct
@@ -57,7 +57,7 @@ def _node(
 
 def _jobs(node: Any, **filters: Any) -> list[dict[str, Any]]:
     with node.sessions() as session:
-        items, _ = outbox.list_jobs(session, limit=1000, **filters)
+        items, _ = outbox_jobs.list_jobs(session, limit=1000, **filters)
     return items
 
 
@@ -244,7 +244,7 @@ def test_sigkill_while_forwarding_then_restart_delivers_everything(
 
         assert wait_until(lambda: done() == 20)
         with sessions() as session:
-            jobs, _ = outbox.list_jobs(session, limit=100)
+            jobs, _ = outbox_jobs.list_jobs(session, limit=100)
         engine.dispose()
         # the jobs in flight at the kill were taken over once their lease ran out
         assert any("taken over" in (j["last_error"] or "") for j in jobs)

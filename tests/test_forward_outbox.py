@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -50,14 +49,6 @@ def _entry(
         series={"modality": modality, "manufacturer": "ACME"},
         findings=[FindingRow("PIXEL_SPACING_INVALID", severity, "m")] if severity else [],
     )
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_url)
-    ensure_schema(engine)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def _instances(sessions: sessionmaker[Session], n: int, dest: str = "pacs") -> list[int]:

@@ -20,7 +20,7 @@ from pydicom import dcmread
 from scp.config import ConfigError, Destination, load_config
 from scp.net.stow_rs import response_status
 from scp.services.forwarding.sender import StoreResponse
-from storage import outbox
+from storage import outbox_jobs
 from storage.models import Instance
 from tests.conftest import make_config, send_files
 from tests.dicom_factory import ct_dataset, new_uid, write
@@ -63,7 +63,7 @@ def series(tmp_path: Path, n: int) -> list[Path]:
 
 def jobs(node: Any) -> list[dict[str, Any]]:
     with node.sessions() as session:
-        items, _ = outbox.list_jobs(session, limit=1000)
+        items, _ = outbox_jobs.list_jobs(session, limit=1000)
     return items
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from scp import models as m
 from scp.api.openapi import problem_responses
 from scp.api.params import JobsQuery
-from storage import outbox
+from storage import outbox, outbox_jobs
 
 
 def forwarding_router(sessions: sessionmaker[Session], destinations: Sequence[str]) -> APIRouter:
@@ -36,7 +36,7 @@ def forwarding_router(sessions: sessionmaker[Session], destinations: Sequence[st
     )
     def forwarding_jobs(q: Annotated[JobsQuery, Query()]) -> Any:
         with sessions() as session:
-            items, nxt = outbox.list_jobs(
+            items, nxt = outbox_jobs.list_jobs(
                 session,
                 state=q.state,
                 destination=q.destination,

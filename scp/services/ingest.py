@@ -8,6 +8,7 @@ after the file was placed undoes it, so nothing partial is left behind.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -203,13 +204,25 @@ class Ingestor:
             rcv, received, header, result, relpath, code, sop_class, study_uid, series_uid
         )
         with self.store.locked(sop_uid):
-            pending = self.store.put(
-                relpath,
-                lambda fh: write_part10(fh, meta, received, header_bytes),
-                original=(lambda fh: write_part10(fh, meta, received, None))
-                if header_bytes is not None
-                else None,
-            )
+            try:
+                pending = self.store.put(
+                    relpath,
+                    lambda fh: write_part10(fh, meta, received, header_bytes),
+                    original=(lambda fh: write_part10(fh, meta, received, None))
+                    if header_bytes is not None
+                    else None,
+                )
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                # The store removed its partial file and kept any earlier copy.
+                log.error("data directory full while storing %s: %s", sop_uid, exc)
+                return Outcome(
+                    status.REFUSED_OUT_OF_RESOURCES,
+                    sop_uid,
+                    comment="no space left on the data directory",
+                    result=result,
+                )
             entry.size_bytes = pending.size
             entry.original_path = str(relpath) if header_bytes is not None else None
             try:

@@ -16,7 +16,7 @@ from scp.api.ui.context import STATIC, UiContext
 from scp.services import dashboard, devices, files
 from scp.services.dashboard import SeriesFilter
 from scp.services.render import NotRenderable
-from storage import outbox
+from storage import outbox, outbox_jobs
 from storage.queries import NotFound, select_series
 
 #: Rows of a series list page.
@@ -223,7 +223,7 @@ def page_router(ui: UiContext) -> APIRouter:
         with ui.sessions() as session:
             queues = dashboard.queues(session, ui.destinations)
             try:
-                jobs, nxt = outbox.list_jobs(
+                jobs, nxt = outbox_jobs.list_jobs(
                     session,
                     state=state,
                     destination=destination,

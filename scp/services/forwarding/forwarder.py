@@ -5,6 +5,10 @@
 :mod:`scp.services.forwarding.routing`), runs a
 :class:`~scp.services.forwarding.worker.DestinationWorker` per ``[[destinations]]``
 entry, stops them within the node's grace period, and reports the queue's gauges.
+While it runs, a heartbeat thread writes this node's row in ``forward_nodes``
+(:mod:`storage.claimants`) every ``heartbeat_s``: jobs a dead node held in flight are
+taken over by the others (or by this node once restarted) ``claimant_timeout_s``
+after its last heartbeat, while a live node's jobs are never taken.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Iterable
 
@@ -24,7 +29,8 @@ from scp.pipeline.model import PipelineResult
 from scp.services.forwarding.routing import facts_from_entry, route
 from scp.services.forwarding.sender import AssociationOpener, OpenerFactory, StowOpenerFactory
 from scp.services.forwarding.worker import DestinationWorker, WorkerSettings
-from storage import outbox
+from storage import claimants, outbox
+from storage.db import write_session
 from storage.filestore import FileStore
 from storage.index import IndexedInstance, IndexEntry
 
@@ -68,6 +74,13 @@ class Forwarder:
             for d in self.destinations
         }
         self._started = False
+        self.heartbeat_s = cfg.forwarding.heartbeat_s
+        self.claimant_timeout_s = cfg.forwarding.claimant_timeout_s
+        self._beating = threading.Event()
+        self._beat_failing = False
+        self._heart = threading.Thread(
+            target=self._beat_loop, name="forward-heartbeat", daemon=True
+        )
 
     def on_indexed(
         self,
@@ -93,6 +106,9 @@ class Forwarder:
         if self._started:
             return
         self._started = True
+        if self.workers:
+            self._beat()  # registered before the first claim
+            self._heart.start()
         for worker in self.workers.values():
             worker.start()
         if self.workers:
@@ -102,6 +118,33 @@ class Forwarder:
                 self.node_id,
                 ", ".join(self.workers),
             )
+
+    def _beat(self) -> bool:
+        """One heartbeat; a failure is logged once, and its end once (not every beat)."""
+        try:
+            with write_session(self.sessions) as session:
+                claimants.beat(session, self.node_id)
+        except Exception as exc:  # the database is down: the next beat tries again
+            if not self._beat_failing:
+                log.warning("forward heartbeat of %s failing: %s", self.node_id, exc)
+            self._beat_failing = True
+            return False
+        if self._beat_failing:
+            log.info("forward heartbeat of %s written again", self.node_id)
+        self._beat_failing = False
+        return True
+
+    def _beat_loop(self) -> None:
+        beats = 0
+        while not self._beating.wait(self.heartbeat_s):
+            if self._beat():
+                beats += 1
+            if beats % 3600 == 1:  # now and then: rows of nodes long gone
+                try:
+                    with write_session(self.sessions) as session:
+                        claimants.prune(session, older_than_s=86400)
+                except Exception:
+                    log.debug("pruning forward_nodes failed", exc_info=True)
 
     def request_stop(self) -> None:
         for worker in self.workers.values():
@@ -117,12 +160,23 @@ class Forwarder:
         for worker in self.workers.values():
             if not worker.join(0):
                 worker.abort()
-        for worker in self.workers.values():
-            if not worker.join(5):
-                log.warning(
-                    "forward %s: worker still busy; its jobs return after the lease",
-                    worker.dest.name,
-                )
+        busy = [w.dest.name for w in self.workers.values() if not w.join(5)]
+        for name in busy:
+            log.warning(
+                "forward %s: worker still busy; other nodes take its jobs over %.0f s"
+                " after this node's last heartbeat",
+                name,
+                self.claimant_timeout_s,
+            )
+        self._beating.set()
+        if self._heart.ident is not None:
+            self._heart.join(self.heartbeat_s + 5)
+        if self._started and self.workers and not busy:
+            try:  # every held job was given back: nothing of this node is in flight
+                with write_session(self.sessions) as session:
+                    claimants.forget(session, self.node_id)
+            except Exception as exc:
+                log.warning("forward: could not drop %s from forward_nodes: %s", self.node_id, exc)
 
     def gauges(self) -> dict[str, float]:
         """Queue depth per destination and state, and the oldest undelivered job's age."""
@@ -133,6 +187,10 @@ class Forwarder:
             dest = _label(row["destination"])
             for state, count in row["counts"].items():
                 out[f'spacing_scp_forward_jobs{{destination="{dest}",state="{state}"}}'] = count
+            worker = self.workers.get(row["destination"])
+            if worker is not None:
+                key = f'spacing_scp_forward_destination_down{{destination="{dest}"}}'
+                out[key] = 1.0 if worker.health.down else 0.0
             age = row["oldest_pending_age_s"]
             key = f'spacing_scp_forward_oldest_pending_age_seconds{{destination="{dest}"}}'
             out[key] = float(age or 0.0)

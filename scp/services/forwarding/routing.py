@@ -19,13 +19,24 @@ The last two are the node's own judgement (the spacing index decides routing):
 instances with unusable spacing away from the PACS.  Series-level findings
 (missing slices...) are not used: they change while a series arrives, and an
 instance is routed once, when it is stored.
+
+Loop guard (``loop_guard`` of each destination, default ``"ae_title"``): an instance is
+never routed to the destination it came from, so a PACS that sends to the node does
+not get its own instances back.  ``"ae_title"``: the association's calling AE title
+equals the destination's AE title (spaces trimmed, PS3.5 6.2 AE); ``"ae_title_and_host"``:
+and the peer address is one of the destination host's addresses (for sites where two
+devices share an AE title); ``"off"``: no guard.  ``spacing-scp forward requeue`` is an
+operator's explicit request and is not guarded.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from functools import lru_cache
 
 from scp.config import Destination
 from storage.index import IndexEntry
@@ -62,6 +73,8 @@ class RoutingFacts:
     called_ae_title: str = ""
     finding_codes: tuple[str, ...] = ()
     worst_severity: str = "ok"
+    #: ``host:port`` the association came from (``None``: not known, e.g. reindexed).
+    peer_address: str | None = None
 
     def values(self, key: str) -> list[str]:
         if key == "calling_ae_title":
@@ -85,6 +98,7 @@ def facts_from_entry(entry: IndexEntry) -> RoutingFacts:
         called_ae_title=entry.called_ae_title,
         finding_codes=tuple(sorted({f.code for f in entry.findings})),
         worst_severity=worst_severity(f.severity for f in entry.findings),
+        peer_address=entry.peer_address,
     )
 
 
@@ -99,6 +113,7 @@ def facts_from_instance(inst: Instance) -> RoutingFacts:
         called_ae_title=inst.called_ae_title,
         finding_codes=tuple(sorted({f.code for f in inst.findings})),
         worst_severity=worst_severity(f.severity for f in inst.findings),
+        peer_address=inst.peer_address,
     )
 
 
@@ -111,6 +126,40 @@ def matches(filter_: Mapping[str, Sequence[str]], facts: RoutingFacts) -> bool:
     return True
 
 
+@lru_cache(maxsize=256)
+def _addresses(host: str) -> frozenset[str]:
+    """The IP addresses ``host`` resolves to (empty when it does not resolve)."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return frozenset()
+    return frozenset(str(ipaddress.ip_address(str(info[4][0]).split("%")[0])) for info in infos)
+
+
+def _peer_ip(peer_address: str) -> str | None:
+    host = peer_address.rsplit(":", 1)[0].strip("[]")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+def loops_back(dest: Destination, facts: RoutingFacts) -> bool:
+    """True when sending the instance to ``dest`` would send it back where it came from
+    (by the destination's ``loop_guard``)."""
+    if dest.loop_guard == "off":
+        return False
+    if facts.calling_ae_title.strip() != dest.ae_title.strip():
+        return False
+    if dest.loop_guard == "ae_title" or not facts.peer_address:
+        return True
+    peer = _peer_ip(facts.peer_address)
+    addresses = _addresses(dest.host)
+    # Unknown on either side: the AE title decides (a loop is worse than a held copy).
+    return peer is None or not addresses or peer in addresses
+
+
 def route(destinations: Iterable[Destination], facts: RoutingFacts) -> list[str]:
-    """Names of the destinations whose filter the instance matches, in configuration order."""
-    return [d.name for d in destinations if matches(d.filter, facts)]
+    """Names of the destinations whose filter the instance matches, in configuration
+    order, without the destination it came from (:func:`loops_back`)."""
+    return [d.name for d in destinations if matches(d.filter, facts) and not loops_back(d, facts)]

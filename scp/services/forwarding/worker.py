@@ -13,55 +13,51 @@ and the job is ``dead`` with the negotiation result as the reason.
 Responses (PS3.4 B.2.3): Success (0x0000) and the warnings Coercion of Data
 Elements (0xB000), Elements Discarded (0xB006) and Data Set does not match SOP
 Class (0xB007) mean the destination stored the instance: the job is ``done``.
-Any other status, no response (DIMSE timeout, A-ABORT) and failures to associate
-are retried with exponential backoff and jitter until ``max_attempts``.  A worker
-whose destination cannot be reached backs off as a whole, so it does not burn
-the attempts of every queued job, and since each destination has its own thread,
-an unreachable destination never delays the others.
+Any other status (a refusal) is retried with exponential backoff and jitter until
+``max_attempts``.  Failures of reach (no association, no response: DIMSE timeout,
+A-ABORT) never make a job ``dead`` before ``reach_retention_days``: the destination
+is ``down`` (:mod:`scp.services.forwarding.health`, one log line), the worker probes it
+with one job at most every ``probe_interval_s`` and, when it answers again, sends every
+waiting job at once.  Since each destination has its own thread, an unreachable
+destination never delays the others.  What a job sends: :mod:`scp.services.forwarding.
+source` (the newest version of the instance, pinned while it goes out).
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
-import os
 import random
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from scp import status as dimse
 from scp.config import Config, Destination
 from scp.metrics import METRICS
-from scp.pipeline.model import PipelineResult
 from scp.services.forwarding.contexts import contexts_for, pick_context, split_batch
-from scp.services.forwarding.egress import (
-    result_from_index,
-    unannotated_finding,
-    write_annotated,
-)
+from scp.services.forwarding.egress import unannotated_finding
+from scp.services.forwarding.health import DestinationHealth
 from scp.services.forwarding.sender import (
     AssociationOpener,
     AssociationSettings,
     StoreAssociation,
     StowSettings,
 )
+from scp.services.forwarding.source import sendable_file
 from storage import destinations, outbox
 from storage.db import write_session
 from storage.filestore import FileStore
 from storage.index import add_instance_finding
-from storage.models import Instance
 
 log = logging.getLogger("spacing_scp.forward")
 
 #: Statuses after which the destination holds the instance (PS3.4 B.2.3).
 DONE_STATUSES: frozenset[int] = dimse.SUCCESS_STATUSES | dimse.WARNING_STATUSES
+NO_RESPONSE = "no C-STORE response (DIMSE timeout or association aborted)"
 #: Seconds an association stays open waiting for more jobs before it is released.
 LINGER_S = 0.5
 
@@ -80,6 +76,8 @@ class WorkerSettings:
     network_timeout: float = 120.0
     max_pdu: int = 262144
     annotate: bool = True
+    claimant_timeout_s: float = 5.0
+    probe_interval_s: float = 30.0
 
     @classmethod
     def from_config(cls, cfg: Config) -> WorkerSettings:
@@ -94,6 +92,8 @@ class WorkerSettings:
             network_timeout=cfg.node.network_timeout,
             max_pdu=cfg.node.max_pdu_size,
             annotate=cfg.policy.annotate_private,
+            claimant_timeout_s=cfg.forwarding.claimant_timeout_s,
+            probe_interval_s=cfg.forwarding.probe_interval_s,
         )
 
     def stow(self, dest: Destination) -> StowSettings:
@@ -151,8 +151,13 @@ class DestinationWorker:
         self.wake_event = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"forward-{dest.name}", daemon=True)
-        self._failures = 0
-        self._circuit_until = 0.0
+        self.health = DestinationHealth(
+            dest.name,
+            retry_initial_s=dest.retry_initial_s,
+            probe_interval_s=min(settings.probe_interval_s, dest.retry_max_s),
+            waiting=self._waiting,
+            rng=self.rng,
+        )
         self._held: set[int] = set()
         self._renew_at = 0.0
         #: The destination was paused by an operator at the last look (``run_once``).
@@ -185,13 +190,15 @@ class DestinationWorker:
         where = d.url if d.type == "stow-rs" else f"{d.ae_title}@{d.host}:{d.port}"
         log.info("forward %s: worker started (%s)", d.name, where)
         while not self._stop.is_set():
-            pause = self._circuit_until - time.monotonic()
-            if pause > 0:
-                self._stop.wait(pause)
-                continue
+            probe = self.health.down
+            if probe:
+                pause = self.health.next_probe - time.monotonic()
+                if pause > 0:
+                    self._stop.wait(pause)
+                    continue
             self.wake_event.clear()
             try:
-                worked = self.run_once()
+                worked = self.run_once(probe=probe)
             except Exception:
                 log.exception("forward %s: worker error", self.dest.name)
                 self._release_held()
@@ -203,6 +210,8 @@ class DestinationWorker:
 
     def _idle(self) -> None:
         timeout = self.settings.poll_s
+        if self.health.down:
+            timeout = max(0.02, min(timeout, self.health.next_probe - time.monotonic()))
         try:
             with self.sessions() as session:
                 due = outbox.next_due(session, self.dest.name)
@@ -214,26 +223,9 @@ class DestinationWorker:
             timeout = min(timeout, max(0.02, until + 0.01))
         self.wake_event.wait(timeout)
 
-    def run_once(self) -> bool:
-        """Claim one batch and send it; ``False`` when nothing was due or the destination
-        is paused by an operator (:mod:`storage.destinations`)."""
-        jobs = self._claim()
-        if not jobs:
-            return False
-        self._held = {j.id for j in jobs}
-        self._renew_at = time.monotonic() + self.settings.lease_s / 3
-        try:
-            for group in split_batch(jobs):
-                if self._stop.is_set() or self._circuit_until > time.monotonic():
-                    break  # the rest is released, no attempt counted
-                self._send_group(group)
-        finally:
-            self._release_held()
-        return True
-
-    def _claim(self) -> list[outbox.ClaimedJob]:
-        """A batch of due jobs; none while the destination is paused by an operator
-        (:mod:`storage.destinations`), checked before every claim."""
+    def _claim(self, limit: int, probe: bool = False) -> list[outbox.ClaimedJob]:
+        """Up to ``limit`` due jobs (``probe``: any waiting one); none while the destination
+        is paused by an operator (:mod:`storage.destinations`), checked before every claim."""
         with write_session(self.sessions) as session:
             self.paused = destinations.is_paused(session, self.dest.name)
             if self.paused:
@@ -242,9 +234,34 @@ class DestinationWorker:
                 session,
                 self.dest.name,
                 self.node_id,
-                limit=self.settings.batch_size,
+                limit=limit,
                 lease_s=self.settings.lease_s,
+                claimant_timeout_s=self.settings.claimant_timeout_s,
+                any_pending=probe,
             )
+
+    def _waiting(self) -> int:
+        with self.sessions() as session:
+            return outbox.waiting(session, self.dest.name)
+
+    def run_once(self, probe: bool = False) -> bool:
+        """Claim one batch and send it; ``False`` when nothing was due or the destination
+        is paused by an operator.  ``probe``: the
+        destination is down, try one waiting job whatever its schedule."""
+        jobs = self._claim(1 if probe else self.settings.batch_size, probe)
+        if not jobs:
+            return False
+        self._held = {j.id for j in jobs}
+        self._renew_at = time.monotonic() + self.settings.lease_s / 3
+        try:
+            for group in split_batch(jobs):
+                if self._stop.is_set() or (self.health.down and not probe):
+                    break  # the rest is released, no attempt counted
+                self._send_group(group)
+                probe = False
+        finally:
+            self._release_held()
+        return True
 
     # -- settling jobs ---------------------------------------------------------------------
     def _release_held(self) -> None:
@@ -270,14 +287,10 @@ class DestinationWorker:
         self._held.discard(job_id)
 
     def _fail(
-        self,
-        job: outbox.ClaimedJob,
-        error: str,
-        status: int | None = None,
-        retry_level: int = logging.WARNING,
+        self, job: outbox.ClaimedJob, error: str, status: int | None = None, reach: bool = False
     ) -> None:
-        """Count a failed attempt; ``retry_level``: the level of the job's line when it
-        will be retried (a job that is dead is always an ERROR)."""
+        """A failed attempt: ``reach`` (no association, no response) waits up to the
+        destination's ``reach_retention_days``, anything else counts ``max_attempts``."""
         with write_session(self.sessions) as session:
             state = outbox.fail(
                 session,
@@ -289,12 +302,15 @@ class DestinationWorker:
                 retry_initial_s=self.dest.retry_initial_s,
                 retry_max_s=self.dest.retry_max_s,
                 rng=self.rng,
+                reach_retention_s=self.dest.reach_retention_days * 86400 if reach else None,
             )
         self._settled(job.id)
         outcome = "dead" if state == outbox.DEAD else "retry"
         METRICS.inc("spacing_scp_forward_sent_total", destination=self.dest.name, outcome=outcome)
+        # One line per job only when it is given up; retries show in the destination's
+        # state lines (health) and in the job's last_error.
         log.log(
-            logging.ERROR if outcome == "dead" else retry_level,
+            logging.ERROR if outcome == "dead" else logging.DEBUG,
             "forward %s: sop=%s %s: %s",
             self.dest.name,
             job.sop_instance_uid,
@@ -313,6 +329,7 @@ class DestinationWorker:
         with write_session(self.sessions) as session:
             outbox.complete(session, job.id, self.node_id, status)
         self._settled(job.id)
+        self.health.stored()
         METRICS.inc("spacing_scp_forward_sent_total", destination=self.dest.name, outcome="done")
         log.info(
             "forward %s: sop=%s status=0x%04X (%s) ms=%.1f",
@@ -329,7 +346,6 @@ class DestinationWorker:
         if not assoc.is_established:
             self._not_associated(assoc, group)
             return
-        self._failures = 0
         try:
             self._send_over(assoc, group)
             self._keep_sending(assoc)
@@ -341,9 +357,9 @@ class DestinationWorker:
         """Jobs that become due while the association is open (a series still arriving)
         go over it too, as long as its accepted contexts fit them; after ``LINGER_S``
         without new jobs the association is released."""
-        while not self._stop.is_set() and assoc.is_established:
+        while not self._stop.is_set() and assoc.is_established and not self.health.down:
             self.wake_event.clear()
-            jobs = self._claim()
+            jobs = self._claim(self.settings.batch_size)
             if not jobs:
                 if self.wake_event.wait(LINGER_S):
                     continue
@@ -363,29 +379,39 @@ class DestinationWorker:
     def _not_associated(self, assoc: StoreAssociation, group: list[outbox.ClaimedJob]) -> None:
         if assoc.rejected_contexts and not assoc.accepted_contexts:
             # The destination answered, and accepts none of the contexts: final.
-            self._failures = 0
+            self._answered()
             for job in group:
                 reason, _ = pick_context(assoc, job)
                 self._bury(job, reason)
             return
-        error = assoc.failure
         if self._stop.is_set():
             return  # released by run_once, no attempt counted
-        self._failures += 1
-        pause = outbox.backoff_s(
-            self._failures, self.dest.retry_initial_s, self.dest.retry_max_s, self.rng
-        )
-        self._circuit_until = time.monotonic() + pause
-        # One WARNING per pass, not one per job: an outage must not flood the log.
-        log.warning(
-            "forward %s: %s; %d job(s) wait, next try in %.1fs",
-            self.dest.name,
-            error,
-            len(group),
-            pause,
-        )
-        for job in group:
-            self._fail(job, error, retry_level=logging.DEBUG)
+        self._unreachable(group[:1], assoc.failure)
+
+    def _note_unannotated(self, job: outbox.ClaimedJob, exc: Exception) -> None:
+        """The annotation of ``job`` failed: it goes out as stored, with one log line and
+        the finding on the instance."""
+        finding = unannotated_finding(exc)
+        log.warning("forward %s: job %d: %s", self.dest.name, job.id, finding.message)
+        try:
+            with write_session(self.sessions) as session:
+                add_instance_finding(session, job.instance_id, finding)
+        except Exception:
+            log.exception("forward %s: could not record %s", self.dest.name, finding.code)
+
+    def _answered(self) -> None:
+        """The destination answered (a C-STORE response, or a negotiation that rejected
+        every context): if it was down, every job waiting on it is due now."""
+        if self.health.answered():
+            with write_session(self.sessions) as session:
+                outbox.retry(session, destination=self.dest.name)
+
+    def _unreachable(self, jobs: list[outbox.ClaimedJob], error: str) -> None:
+        """A failure of reach: the destination is down; ``jobs`` (the one tried) count an
+        attempt, the rest of the batch goes back untouched."""
+        pause = self.health.unreachable(error)
+        for job in jobs:
+            self._fail(job, f"{error} (next probe in {pause:.1f}s)", reach=True)
 
     def _send_over(self, assoc: StoreAssociation, group: list[outbox.ClaimedJob]) -> None:
         for job in group:
@@ -400,78 +426,35 @@ class DestinationWorker:
                 continue
             started = time.perf_counter()
             try:
-                with self._source(job) as path:
+                with sendable_file(
+                    self.sessions,
+                    self.store,
+                    job.instance_id,
+                    send=self.dest.send,
+                    annotate=self.settings.annotate,
+                    on_unannotated=functools.partial(self._note_unannotated, job),
+                ) as path:
                     rsp = assoc.send_c_store(path, reencode=mode != "file")
             except Exception as exc:
-                self._fail(job, f"could not send: {type(exc).__name__}: {exc}")
-                continue
+                error = f"could not send: {type(exc).__name__}: {exc}"
+                if assoc.is_established or self._stop.is_set():
+                    self._fail(job, error)
+                    continue
+                self._unreachable([job], error)
+                return
             code = rsp.status
             if code is None:
                 if self._stop.is_set():
                     return  # aborted by stop: released, no attempt counted
                 why = f": {rsp.error_comment}" if rsp.error_comment else ""  # (STOW-RS says)
-                self._fail(job, f"no C-STORE response (DIMSE timeout or association aborted){why}")
+                self._unreachable([job], NO_RESPONSE + why)
                 return
+            self._answered()  # a response, not only an association: it works again
             if code in DONE_STATUSES:
                 self._done(job, code, (time.perf_counter() - started) * 1000)
             else:
                 text = f"C-STORE status 0x{code:04X} ({dimse.describe(code)})"
                 if rsp.error_comment:
                     text += f": {rsp.error_comment}"
+                self.health.refused(code, text)
                 self._fail(job, text, status=code)
-
-    # -- what goes out ---------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _source(self, job: outbox.ClaimedJob) -> Iterator[Path]:
-        """The file to send: the original bytes, or the stored file (annotated)."""
-        if self.dest.send == "original":
-            rel = job.original_path or job.path
-            base = self.store.original_path if job.original_path else self.store.path
-            path = base(rel)
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing")
-            yield path
-            return
-        stored = self.store.path(job.path)
-        if not stored.is_file():
-            raise FileNotFoundError(f"{stored} is missing")
-        if not self.settings.annotate:
-            yield stored
-            return
-        fd, name = tempfile.mkstemp(dir=self.store.tmp, suffix=".fwd")
-        tmp = Path(name)
-        try:
-            source = tmp
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    write_annotated(stored, fh, self._result(job.instance_id))
-            except FileNotFoundError:
-                raise  # the instance left the index or the store: not an annotation fault
-            except Exception as exc:  # the annotation failed: send what is stored
-                self._note_unannotated(job, exc)
-                source = stored
-            yield source
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-
-    def _note_unannotated(self, job: outbox.ClaimedJob, exc: Exception) -> None:
-        """The annotation of ``job`` failed: one log line, and the finding on the instance."""
-        finding = unannotated_finding(exc)
-        log.warning("forward %s: job %d: %s", self.dest.name, job.id, finding.message)
-        try:
-            with write_session(self.sessions) as session:
-                add_instance_finding(session, job.instance_id, finding)
-        except Exception:
-            log.exception("forward %s: could not record %s", self.dest.name, finding.code)
-
-    def _result(self, instance_id: int) -> PipelineResult:
-        with self.sessions() as session:
-            inst = session.get(
-                Instance,
-                instance_id,
-                options=[selectinload(Instance.findings), selectinload(Instance.actions)],
-            )
-            if inst is None:
-                raise FileNotFoundError(f"instance {instance_id} is no longer indexed")
-            return result_from_index(inst)
