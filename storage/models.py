@@ -200,3 +200,17 @@ Index(
 )
 Index("ix_forward_jobs_lease", ForwardJob.state, ForwardJob.lease_until)
 Index("ix_forward_jobs_instance", ForwardJob.instance_id, ForwardJob.destination)
+
+
+class IngestJournal(Base):
+    """How far the indexer has read one journal segment (:mod:`storage.journal`): the byte
+    ``position`` after the last record it committed, written in the same transaction as
+    that record's index rows, so a restart resumes exactly there."""
+
+    __tablename__ = "ingest_journal"
+
+    segment: Mapped[str] = mapped_column(String(255), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    #: Success-to-committed time of the newest record of the last batch, in ms.
+    lag_ms: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
