@@ -50,6 +50,10 @@ class NodeConfig:
     #: How associations wait for network input: "event" (select on the socket, see
     #: scp/net/reactor.py) or "polling" (pynetdicom's stock 1 ms sleep loops).
     reactor: Literal["event", "polling"] = "event"
+    #: Where instances are indexed: "process" (the receive path journals each instance
+    #: and answers; an indexer beside it, in its own process under ``serve``, indexes in
+    #: batches, see scp/services/indexer.py) or "inline" (indexed before the answer).
+    indexer: Literal["process", "inline"] = "process"
 
 
 @dataclass
@@ -407,6 +411,8 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"node.{key}: must be greater than 0")
     if cfg.node.reactor not in ("event", "polling"):
         raise ConfigError('node.reactor: "event" or "polling"')
+    if cfg.node.indexer not in ("process", "inline"):
+        raise ConfigError('node.indexer: "process" or "inline"')
     if not 1 <= cfg.node.processes <= 64:
         raise ConfigError("node.processes: 1 to 64")
     if cfg.node.processes > 1 and cfg.node.port == 0:

@@ -65,13 +65,19 @@ def _split(name: str) -> tuple[str, int] | None:
     return writer, int(seq)
 
 
-def segments(directory: Path) -> list[Path]:
-    """The journal's segment files, oldest first per writer."""
+def owned(writer: str, owner: str | None) -> bool:
+    """Whether ``writer`` is one of ``owner``'s processes (``owner`` or ``owner-N``; every
+    writer when ``owner`` is ``None``): nodes sharing a store each index their own."""
+    return owner is None or writer == owner or writer.startswith(owner + "-")
+
+
+def segments(directory: Path, owner: str | None = None) -> list[Path]:
+    """The journal's segment files of ``owner``'s writers, oldest first per writer."""
     found = []
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(directory):
             parts = _split(entry.name)
-            if parts is not None:
+            if parts is not None and owned(parts[0], owner):
                 found.append((parts, Path(entry.path)))
     return [path for _, path in sorted(found)]
 
@@ -88,10 +94,10 @@ def sealed(path: Path, all_segments: Iterable[Path]) -> bool:
     return False
 
 
-def end_positions(directory: Path) -> dict[str, int]:
+def end_positions(directory: Path, owner: str | None = None) -> dict[str, int]:
     """Each segment's current size in bytes: everything acknowledged so far lies below."""
     out = {}
-    for path in segments(directory):
+    for path in segments(directory, owner):
         with contextlib.suppress(FileNotFoundError):
             out[path.name] = path.stat().st_size
     return out
@@ -240,8 +246,7 @@ def last_lag_ms(conn: Connection) -> float:
     return float(lag or 0.0)
 
 
-def pending_bytes(directory: Path, positions: dict[str, int]) -> int:
+def pending_bytes(directory: Path, positions: dict[str, int], owner: str | None = None) -> int:
     """Journal bytes acknowledged but not yet indexed."""
-    return sum(
-        max(0, size - positions.get(name, 0)) for name, size in end_positions(directory).items()
-    )
+    ends = end_positions(directory, owner)
+    return sum(max(0, size - positions.get(name, 0)) for name, size in ends.items())

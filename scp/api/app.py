@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from scp.api.forwarding import forwarding_router
+from scp.api.freshness import ReadYourWrites
 from scp.api.guard import Guard
 from scp.api.openapi import DESCRIPTION, TITLE, openapi_document
 from scp.api.problems import install_problem_handlers
@@ -23,12 +24,15 @@ def build_app(
     token: str = "",
     gauges: Callable[[], dict[str, float]] | None = None,
     destinations: Sequence[str] = (),
+    visibility: Callable[[], bool] | None = None,
 ) -> FastAPI:
     """The read-only API over the index of ``sessions``.
 
     ``token``: the bearer token every path but ``/health`` requires (empty: none);
     ``gauges``: extra ``/metrics`` values (the forwarder's); ``destinations``: the
-    configured forwarding destinations, listed by ``/forwarding`` even while idle.
+    configured forwarding destinations, listed by ``/forwarding`` even while idle;
+    ``visibility``: read-your-writes (:mod:`scp.api.freshness`), ``None`` when the node
+    indexes before it answers.
     ``/openapi.json`` is generated (:mod:`scp.api.openapi`); no docs UI is served.
     """
     app = FastAPI(
@@ -43,6 +47,8 @@ def build_app(
     app.include_router(index_router(sessions, queries, gauges))
     app.include_router(forwarding_router(sessions, destinations))
     install_problem_handlers(app)
+    if visibility is not None:
+        app.add_middleware(ReadYourWrites, wait=visibility)
     app.add_middleware(Guard, token=token)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app

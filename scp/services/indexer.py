@@ -76,6 +76,7 @@ class Indexer:
         *,
         tolerance: Tolerance = DEFAULT_TOLERANCE,
         on_indexed: OnIndexed | None = None,
+        owner: str | None = None,
         batch_size: int = 256,
         poll_s: float = 0.002,
     ) -> None:
@@ -83,6 +84,8 @@ class Indexer:
         self.sessions = sessions
         self.tolerance = tolerance
         self.on_indexed = on_indexed
+        #: The writers read (:func:`storage.journal.owned`): this node's processes.
+        self.owner = owner
         self.batch_size = batch_size
         self.poll_s = poll_s
         self.indexed = 0
@@ -94,7 +97,7 @@ class Indexer:
         number of records consumed.  Raises the database's error when it is unavailable."""
         with self.sessions() as session:
             positions = journal.committed(session.connection())
-        all_segments = journal.segments(self.directory)
+        all_segments = journal.segments(self.directory, self.owner)
         batch: list[journal.Record] = []
         finished: set[str] = set()  # sealed segments read to their end
         for path in all_segments:

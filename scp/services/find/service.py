@@ -56,8 +56,12 @@ class FindService:
         max_results: int = 10000,
         match_unknown: bool = True,
         batch_size: int = BATCH_SIZE,
+        visibility: Callable[[], bool] | None = None,
     ) -> None:
+        """``visibility``: read-your-writes (:meth:`scp.services.visibility.IndexVisibility.
+        wait`), called before each query; ``False`` means the index is still behind."""
         self.sessions = sessions
+        self.visibility = visibility
         self.queries = queries
         self.max_results = max_results
         self.match_unknown = match_unknown
@@ -87,6 +91,8 @@ class FindService:
                     None,
                 )
                 return
+            if self.visibility is not None and not self.visibility():
+                outcome["end"] = " (index behind: acknowledged instances may be missing)"
             yield from self.find(identifier, lambda: bool(event.is_cancelled), outcome)
         except GeneratorExit:  # the association ended while responses were being sent
             outcome["end"] = " (association ended)"
