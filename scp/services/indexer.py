@@ -11,7 +11,7 @@ and not yet indexed.
 
 A batch that fails is retried one record per transaction; a record that still fails for a
 reason other than the database being unavailable is logged and passed over (its file stays
-in the store; ``spacing-scp index reindex`` indexes it), so one bad record never stops the
+in the store; ``spacing-scp reindex`` indexes it), so one bad record never stops the
 others.  While the database is unavailable nothing is passed over: the indexer waits.
 """
 
@@ -152,7 +152,7 @@ class Indexer:
         METRICS.inc("spacing_scp_index_failed_total")
         log.error(
             "journal %s record ending at %d not indexed (%s: %s); its file stays in the "
-            "store: run `spacing-scp index reindex` to index it",
+            "store: run `spacing-scp reindex` to index it",
             record.segment,
             record.end,
             type(exc).__name__,
