@@ -374,7 +374,16 @@ class NodeReceiver:
         extra: dict[str, Any] = {
             "idle_rss_mib": round(self.start_rss_kb / 1024, 1) if self.start_rss_kb else None
         }
-        extra.update(index_facts(self.data_dir / "index.sqlite3"))
+        # The node answers once the file and its journal record are durable; its indexer
+        # (beside the receive path) makes them visible shortly after: wait for it, and
+        # report how long after the last sender's exit the index had every instance.
+        started = time.monotonic()
+        facts = index_facts(self.data_dir / "index.sqlite3")
+        while facts.get("index_instances", 0) < expected and time.monotonic() - started < 30:
+            time.sleep(0.01)
+            facts = index_facts(self.data_dir / "index.sqlite3")
+        extra["index_settle_s"] = round(time.monotonic() - started, 3)
+        extra.update(facts)
         extra.update(log_problems(self.log_path))
         return files, extra
 
