@@ -352,6 +352,13 @@ class NodeReceiver:
                     f"not all {self.processes} node processes listen: {tail(self.log_path)}"
                 )
             time.sleep(0.05)
+        # The indexer process starts beside the listener; its start-up (imports) is not
+        # part of receiving: send once it runs.
+        if os.environ.get("SPACING_SCP_NODE_INDEXER", "process") == "process":
+            while "indexer running" not in self.log_path.read_text(errors="replace"):
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise BenchError(f"the indexer process did not start: {tail(self.log_path)}")
+                time.sleep(0.05)
         self.start_rss_kb = proc_status_kb(self.proc.pid, "VmRSS")
         return port
 

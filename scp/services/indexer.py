@@ -78,7 +78,7 @@ class Indexer:
         on_indexed: OnIndexed | None = None,
         owner: str | None = None,
         batch_size: int = 256,
-        poll_s: float = 0.002,
+        poll_s: float = 0.02,
     ) -> None:
         self.directory = directory
         self.sessions = sessions
@@ -90,18 +90,28 @@ class Indexer:
         self.poll_s = poll_s
         self.indexed = 0
         self.failed = 0
+        #: Committed journal positions, read once (``None``: read them again).
+        self._positions: dict[str, int] | None = None
 
     # -- one batch -------------------------------------------------------------------------
     def run_once(self) -> int:
         """Index what the journal holds now (at most ``batch_size`` records); return the
         number of records consumed.  Raises the database's error when it is unavailable."""
-        with self.sessions() as session:
-            positions = journal.committed(session.connection())
+        if self._positions is None:  # the indexer alone advances them: read them once
+            with self.sessions() as session:
+                self._positions = journal.committed(session.connection())
+        positions = self._positions
         all_segments = journal.segments(self.directory, self.owner)
         batch: list[journal.Record] = []
         finished: set[str] = set()  # sealed segments read to their end
         for path in all_segments:
             start = positions.get(path.name, 0)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            if size <= start and not journal.sealed(path, all_segments):
+                continue  # nothing new (the idle loop costs a listing and a stat)
             read = journal.read_segment(path, start, self.batch_size - len(batch))
             batch.extend(read.records)
             if read.complete and journal.sealed(path, all_segments):
@@ -160,6 +170,8 @@ class Indexer:
         )
         with write_session(self.sessions) as session:
             journal.advance(session.connection(), record.segment, record.end, None)
+        if self._positions is not None:
+            self._positions[record.segment] = record.end
 
     def _commit(self, batch: list[journal.Record]) -> None:
         ends: dict[str, int] = {}
@@ -176,6 +188,8 @@ class Indexer:
             conn = session.connection()
             for segment, end in ends.items():
                 journal.advance(conn, segment, end, lag_ms)
+        if self._positions is not None:
+            self._positions.update(ends)
         METRICS.observe_ms("spacing_scp_index_lag_seconds", lag_ms)
 
     def _drop(self, names: set[str]) -> None:
@@ -186,6 +200,9 @@ class Indexer:
             (self.directory / name).unlink(missing_ok=True)
         with write_session(self.sessions) as session:
             journal.forget(session.connection(), names)
+        if self._positions is not None:
+            for name in names:
+                self._positions.pop(name, None)
 
     # -- loops -----------------------------------------------------------------------------
     def catch_up(self) -> int:
@@ -204,6 +221,7 @@ class Indexer:
                 count = self.run_once()
             except Exception:
                 log.exception("indexer: database unavailable; retrying in 1 s")
+                self._positions = None
                 stop.wait(1.0)
                 continue
             if count < self.batch_size:
