@@ -259,3 +259,35 @@ def test_sigkill_at_many_points_every_acknowledged_instance_indexed_and_forwarde
         assert wait_until(lambda: set(pacs.uids()) >= uids, 60), "not every instance forwarded"
     finally:
         pacs.stop()
+
+
+def test_forwarding_threads_yield_the_cpu_to_receiving(tmp_path: Path) -> None:
+    """A thread opening an association to a destination drops to nice 10 (and the
+    association's own threads, started from it, inherit it); the receiving threads stay."""
+    import threading
+
+    from scp.net.scu import FORWARD_NICE, StorageSCU
+    from scp.services.forwarding.sender import ContextProposal
+    from scp.services.forwarding.worker import WorkerSettings
+
+    pacs = Pacs().start()
+    cfg = make_config(tmp_path / "data")
+    seen: dict[str, int] = {}
+    try:
+        from scp.config import Destination
+
+        dest = Destination(name="p", ae_title="PACS", host="127.0.0.1", port=pacs.port)
+        scu = StorageSCU(WorkerSettings.from_config(cfg).association(dest))
+
+        def send() -> None:
+            assoc = scu.open([ContextProposal("1.2.840.10008.5.1.4.1.1.2", ("1.2.840.10008.1.2",))])
+            seen["sender"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            assoc.release()
+
+        thread = threading.Thread(target=send)
+        thread.start()
+        thread.join(30)
+    finally:
+        pacs.stop()
+    assert seen["sender"] == FORWARD_NICE
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < FORWARD_NICE
