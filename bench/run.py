@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from bench.orthanc import OrthancReceiver, orthanc_binary
 from bench.workloads import WORKLOAD_NAMES, Workload, ensure, specs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +52,7 @@ TARGETS: dict[str, dict[str, float]] = {
     "W4": {"min_ratio": 0.5},
 }
 
-RECEIVERS: tuple[str, ...] = ("dcmtk", "node", "pynetdicom", "pynetdicom-stock")
+RECEIVERS: tuple[str, ...] = ("dcmtk", "orthanc", "node", "pynetdicom", "pynetdicom-stock")
 #: Receivers measured unless --receivers says otherwise.
 DEFAULT_RECEIVERS = ("dcmtk", "node")
 #: The bare pynetdicom receivers (bench/bare_receiver.py): the floor under the node.
@@ -694,6 +695,11 @@ def summarize(name: str, workload: Workload, runs: list[RunResult]) -> dict[str,
     if dcmtk and node and dcmtk["instances_per_s"]:
         ratio = round(node["instances_per_s"] / dcmtk["instances_per_s"], 3)
     out["ratio"] = ratio
+    # the anchors of issue 14: Orthanc (the same job in C++) and the bare receiver
+    for peer in ("orthanc", "pynetdicom"):
+        theirs = out.get(peer)
+        if node and theirs and theirs["instances_per_s"]:
+            out[f"node_per_{peer}"] = round(node["instances_per_s"] / theirs["instances_per_s"], 3)
     for bare in BARE_RECEIVERS:
         if dcmtk and out.get(bare) and dcmtk["instances_per_s"]:
             out[bare]["ratio"] = round(out[bare]["instances_per_s"] / dcmtk["instances_per_s"], 3)
@@ -770,6 +776,15 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
             for row, s in zip(rows, summary.values(), strict=True):
                 b = s.get(bare) or {}
                 row += [fmt(b.get("instances_per_s"), 1), fmt(b.get("ratio"), 3)]
+    if any(s.get("orthanc") for s in summary.values()):
+        head += ["orthanc inst/s", "node/orthanc"]
+        for row, s in zip(rows, summary.values(), strict=True):
+            o = s.get("orthanc") or {}
+            row += [fmt(o.get("instances_per_s"), 1), fmt(s.get("node_per_orthanc"), 3)]
+    if any(s.get("node_per_pynetdicom") for s in summary.values()):
+        head += ["node/pynetdicom"]
+        for row, s in zip(rows, summary.values(), strict=True):
+            row += [fmt(s.get("node_per_pynetdicom"), 3)]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
@@ -926,6 +941,11 @@ def run(args: argparse.Namespace, names: list[str], receivers: list[str]) -> int
         "node": NodeReceiver(forward=args.forward, processes=args.node_processes),
         **{name: BareReceiver(name) for name in BARE_RECEIVERS},
     }
+    orthanc = orthanc_binary()
+    if orthanc is not None:
+        available["orthanc"] = OrthancReceiver(orthanc)
+    elif "orthanc" in receivers:
+        raise BenchError("orthanc: not installed (apt-get install -y orthanc)")
     chosen = [available[r] for r in RECEIVERS if r in receivers]
     info = machine_info(storescp)
     say(
