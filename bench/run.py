@@ -283,9 +283,12 @@ class NodeReceiver:
     name = "node"
     called_ae_title = NODE_AE_TITLE
 
-    def __init__(self, forward: bool, processes: int = 1) -> None:
+    def __init__(self, forward: bool, processes: int = 1, live: Sequence[Receiver] = ()) -> None:
         self.forward = forward
         self.processes = processes
+        #: Live forwarding destinations (``--live-destinations``): started with the node,
+        #: checked to have received every instance, stopped with it.
+        self.live = list(live)
         self.proc: subprocess.Popen[bytes] | None = None
         self.data_dir: Path | None = None
         self.log_path: Path | None = None
@@ -320,7 +323,17 @@ class NodeReceiver:
             str(self.data_dir),
         ]
         toml = f"[node]\nprocesses = {self.processes}\n\n"
-        if self.forward:
+        for dest in self.live:
+            dest_port = dest.start(run_dir / f"dest-{dest.name}")
+            toml += (
+                "[[destinations]]\n"
+                f'name = "bench-{dest.name}"\n'
+                f'ae_title = "{dest.called_ae_title}"\n'
+                'host = "127.0.0.1"\n'
+                f"port = {dest_port}\n"
+                "retry_initial_s = 1.0\n\n"
+            )
+        if self.forward and not self.live:
             # A destination nobody listens on, retried only after a day: every stored instance
             # is queued (once forwarding exists) but the sender never competes for the CPU.
             toml += (
@@ -374,7 +387,19 @@ class NodeReceiver:
         assert self.proc is not None
         code = stop_process(self.proc)
         self.log_file.close()
+        for dest in self.live:
+            dest.stop()
         return code
+
+    def forwarded(self, expected: int, timeout_s: float = 300.0) -> dict[str, int]:
+        """Instances each live destination holds, once all have ``expected`` (or at the
+        timeout): forwarding goes on after the senders exit and is not timed."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            got = {d.name: d.verify(expected)[0] for d in self.live}
+            if all(n >= expected for n in got.values()) or time.monotonic() > deadline:
+                return got
+            time.sleep(0.2)
 
     def verify(self, expected: int) -> tuple[int, dict[str, Any]]:
         assert self.data_dir is not None and self.log_path is not None
@@ -610,6 +635,11 @@ def measure(
             busy = machine_busy_seconds() - busy_before
             peak_kb = proc_status_kb(receiver.pid(), "VmHWM")
             alive = receiver.alive()
+            forwarded = (
+                receiver.forwarded(workload.instances)
+                if isinstance(receiver, NodeReceiver) and receiver.live
+                else None
+            )
         finally:
             exit_code = receiver.stop()
         if not alive:
@@ -632,6 +662,11 @@ def measure(
             problems.append(f"{indexed} instances indexed of {workload.instances} sent")
         if "index_error" in extra:
             problems.append(f"index: {extra['index_error']}")
+        if forwarded is not None:
+            extra["forwarded"] = forwarded
+            for dest, n in forwarded.items():
+                if n != workload.instances:
+                    problems.append(f"destination {dest} received {n} of {workload.instances}")
         if keep:
             extra["kept"] = str(run_dir)
         return RunResult(
@@ -792,6 +827,14 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _live_destinations(storescp: str) -> list[Receiver]:
+    """dcmtk ``storescp`` and, when installed, Orthanc, as the node's destinations."""
+    orthanc = orthanc_binary()
+    if orthanc is None:
+        raise BenchError("--live-destinations: orthanc is not installed (apt-get install orthanc)")
+    return [DcmtkReceiver(storescp), OrthancReceiver(orthanc)]
+
+
 # -- machine ----------------------------------------------------------------------------------
 def machine_info(storescp: str) -> dict[str, Any]:
     cpu = "unknown"
@@ -892,6 +935,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the node without its [[destinations]] entry (no forward queue)",
     )
     p.add_argument(
+        "--live-destinations",
+        action="store_true",
+        help="forward to two live destinations (dcmtk storescp and Orthanc) and check that "
+        "both received every instance (issue 14)",
+    )
+    p.add_argument(
         "--node-processes",
         type=int,
         default=1,
@@ -938,7 +987,11 @@ def run(args: argparse.Namespace, names: list[str], receivers: list[str]) -> int
     work_dir = Path(tempfile.mkdtemp(prefix="spacing-bench-", dir=work_parent))
     available: dict[str, Receiver] = {
         "dcmtk": DcmtkReceiver(storescp),
-        "node": NodeReceiver(forward=args.forward, processes=args.node_processes),
+        "node": NodeReceiver(
+            forward=args.forward,
+            processes=args.node_processes,
+            live=_live_destinations(storescp) if args.live_destinations else (),
+        ),
         **{name: BareReceiver(name) for name in BARE_RECEIVERS},
     }
     orthanc = orthanc_binary()
