@@ -39,7 +39,8 @@ class PendingFile:
     original_backup: Path | None = None
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (a create or rename in it) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -96,7 +97,7 @@ class FileStore:
             self._ensure_dir(parent, base)
         with contextlib.suppress(FileExistsError):
             directory.mkdir()
-        _fsync_dir(parent)
+        fsync_dir(parent)
 
     def _write_durable(
         self, target: Path, base: Path, write: Callable[[BinaryIO], None]
@@ -114,9 +115,9 @@ class FileStore:
             if target.exists():
                 backup = self._backup_name(target)
                 os.replace(target, backup)
-                _fsync_dir(self.tmp)
+                fsync_dir(self.tmp)
             os.replace(tmp, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
             return backup
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -187,7 +188,7 @@ class FileStore:
         else:
             with contextlib.suppress(FileNotFoundError):
                 target.unlink()
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
 
     # -- start-up ------------------------------------------------------------------------
     def recover(self) -> list[str]:
@@ -212,6 +213,6 @@ class FileStore:
             else:
                 self._ensure_dir(target.parent, self.root)
                 os.replace(entry, target)
-                _fsync_dir(target.parent)
+                fsync_dir(target.parent)
                 actions.append(f"restored {target.relative_to(self.root)}")
         return actions

@@ -31,6 +31,7 @@ from typing import cast
 
 from sqlalchemy import Connection, Table, delete, insert, select, update
 
+from storage.filestore import fsync_dir
 from storage.models import IngestJournal
 
 SUFFIX = ".jnl"
@@ -45,14 +46,6 @@ _TABLE = cast(Table, IngestJournal.__table__)
 
 class JournalError(RuntimeError):
     """A journal segment cannot be written or read (the message names the file)."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _split(name: str) -> tuple[str, int] | None:
@@ -131,7 +124,7 @@ class JournalWriter:
         self.segment = f"{self.writer}.{self._seq:08d}{SUFFIX}"
         path = self.directory / self.segment
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         if self._fd >= 0:
             os.close(self._fd)
         self._fd, self._size = fd, 0
