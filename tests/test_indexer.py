@@ -291,3 +291,32 @@ def test_forwarding_threads_yield_the_cpu_to_receiving(tmp_path: Path) -> None:
         pacs.stop()
     assert seen["sender"] == FORWARD_NICE
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < FORWARD_NICE
+
+
+def test_no_process_outlives_the_first_even_after_sigkill(
+    node_process: Any, tmp_path: Path
+) -> None:
+    """The indexer and the extra receiving process hold the read end of the first
+    process's lifeline pipe: SIGKILL of the first alone ends them too (issue 16)."""
+    node = node_process(data_dir=tmp_path / "data", env={"SPACING_SCP_NODE_PROCESSES": "2"})
+    assert wait_until(lambda: len(node.children()) == 2, 60)
+    children = node.children()
+    cmdlines = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children]
+    assert any(b"--indexer-process" in c for c in cmdlines)
+    assert any(b"--worker" in c for c in cmdlines)
+    assert all(os.getpgid(pid) == os.getpgid(node.proc.pid) for pid in children)
+    node.proc.kill()
+    node.proc.wait(10)
+
+    def gone() -> bool:
+        alive = []
+        for pid in children:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                alive.append(pid)
+        return not alive
+
+    assert wait_until(gone, 60), "a child of the node outlived it"
