@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from bench.orthanc import OrthancReceiver, orthanc_binary
 from bench.workloads import WORKLOAD_NAMES, Workload, ensure, specs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +52,7 @@ TARGETS: dict[str, dict[str, float]] = {
     "W4": {"min_ratio": 0.5},
 }
 
-RECEIVERS: tuple[str, ...] = ("dcmtk", "node", "pynetdicom", "pynetdicom-stock")
+RECEIVERS: tuple[str, ...] = ("dcmtk", "orthanc", "node", "pynetdicom", "pynetdicom-stock")
 #: Receivers measured unless --receivers says otherwise.
 DEFAULT_RECEIVERS = ("dcmtk", "node")
 #: The bare pynetdicom receivers (bench/bare_receiver.py): the floor under the node.
@@ -282,9 +283,12 @@ class NodeReceiver:
     name = "node"
     called_ae_title = NODE_AE_TITLE
 
-    def __init__(self, forward: bool, processes: int = 1) -> None:
+    def __init__(self, forward: bool, processes: int = 1, live: Sequence[Receiver] = ()) -> None:
         self.forward = forward
         self.processes = processes
+        #: Live forwarding destinations (``--live-destinations``): started with the node,
+        #: checked to have received every instance, stopped with it.
+        self.live = list(live)
         self.proc: subprocess.Popen[bytes] | None = None
         self.data_dir: Path | None = None
         self.log_path: Path | None = None
@@ -319,7 +323,17 @@ class NodeReceiver:
             str(self.data_dir),
         ]
         toml = f"[node]\nprocesses = {self.processes}\n\n"
-        if self.forward:
+        for dest in self.live:
+            dest_port = dest.start(run_dir / f"dest-{dest.name}")
+            toml += (
+                "[[destinations]]\n"
+                f'name = "bench-{dest.name}"\n'
+                f'ae_title = "{dest.called_ae_title}"\n'
+                'host = "127.0.0.1"\n'
+                f"port = {dest_port}\n"
+                "retry_initial_s = 1.0\n\n"
+            )
+        if self.forward and not self.live:
             # A destination nobody listens on, retried only after a day: every stored instance
             # is queued (once forwarding exists) but the sender never competes for the CPU.
             toml += (
@@ -352,6 +366,13 @@ class NodeReceiver:
                     f"not all {self.processes} node processes listen: {tail(self.log_path)}"
                 )
             time.sleep(0.05)
+        # The indexer process starts beside the listener; its start-up (imports) is not
+        # part of receiving: send once it runs.
+        if os.environ.get("SPACING_SCP_NODE_INDEXER", "process") == "process":
+            while "indexer running" not in self.log_path.read_text(errors="replace"):
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise BenchError(f"the indexer process did not start: {tail(self.log_path)}")
+                time.sleep(0.05)
         self.start_rss_kb = proc_status_kb(self.proc.pid, "VmRSS")
         return port
 
@@ -366,7 +387,19 @@ class NodeReceiver:
         assert self.proc is not None
         code = stop_process(self.proc)
         self.log_file.close()
+        for dest in self.live:
+            dest.stop()
         return code
+
+    def forwarded(self, expected: int, timeout_s: float = 300.0) -> dict[str, int]:
+        """Instances each live destination holds, once all have ``expected`` (or at the
+        timeout): forwarding goes on after the senders exit and is not timed."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            got = {d.name: d.verify(expected)[0] for d in self.live}
+            if all(n >= expected for n in got.values()) or time.monotonic() > deadline:
+                return got
+            time.sleep(0.2)
 
     def verify(self, expected: int) -> tuple[int, dict[str, Any]]:
         assert self.data_dir is not None and self.log_path is not None
@@ -374,7 +407,16 @@ class NodeReceiver:
         extra: dict[str, Any] = {
             "idle_rss_mib": round(self.start_rss_kb / 1024, 1) if self.start_rss_kb else None
         }
-        extra.update(index_facts(self.data_dir / "index.sqlite3"))
+        # The node answers once the file and its journal record are durable; its indexer
+        # (beside the receive path) makes them visible shortly after: wait for it, and
+        # report how long after the last sender's exit the index had every instance.
+        started = time.monotonic()
+        facts = index_facts(self.data_dir / "index.sqlite3")
+        while facts.get("index_instances", 0) < expected and time.monotonic() - started < 30:
+            time.sleep(0.01)
+            facts = index_facts(self.data_dir / "index.sqlite3")
+        extra["index_settle_s"] = round(time.monotonic() - started, 3)
+        extra.update(facts)
         extra.update(log_problems(self.log_path))
         return files, extra
 
@@ -593,6 +635,11 @@ def measure(
             busy = machine_busy_seconds() - busy_before
             peak_kb = proc_status_kb(receiver.pid(), "VmHWM")
             alive = receiver.alive()
+            forwarded = (
+                receiver.forwarded(workload.instances)
+                if isinstance(receiver, NodeReceiver) and receiver.live
+                else None
+            )
         finally:
             exit_code = receiver.stop()
         if not alive:
@@ -615,6 +662,11 @@ def measure(
             problems.append(f"{indexed} instances indexed of {workload.instances} sent")
         if "index_error" in extra:
             problems.append(f"index: {extra['index_error']}")
+        if forwarded is not None:
+            extra["forwarded"] = forwarded
+            for dest, n in forwarded.items():
+                if n != workload.instances:
+                    problems.append(f"destination {dest} received {n} of {workload.instances}")
         if keep:
             extra["kept"] = str(run_dir)
         return RunResult(
@@ -678,6 +730,11 @@ def summarize(name: str, workload: Workload, runs: list[RunResult]) -> dict[str,
     if dcmtk and node and dcmtk["instances_per_s"]:
         ratio = round(node["instances_per_s"] / dcmtk["instances_per_s"], 3)
     out["ratio"] = ratio
+    # the anchors of issue 14: Orthanc (the same job in C++) and the bare receiver
+    for peer in ("orthanc", "pynetdicom"):
+        theirs = out.get(peer)
+        if node and theirs and theirs["instances_per_s"]:
+            out[f"node_per_{peer}"] = round(node["instances_per_s"] / theirs["instances_per_s"], 3)
     for bare in BARE_RECEIVERS:
         if dcmtk and out.get(bare) and dcmtk["instances_per_s"]:
             out[bare]["ratio"] = round(out[bare]["instances_per_s"] / dcmtk["instances_per_s"], 3)
@@ -754,11 +811,28 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
             for row, s in zip(rows, summary.values(), strict=True):
                 b = s.get(bare) or {}
                 row += [fmt(b.get("instances_per_s"), 1), fmt(b.get("ratio"), 3)]
+    if any(s.get("orthanc") for s in summary.values()):
+        head += ["orthanc inst/s", "node/orthanc"]
+        for row, s in zip(rows, summary.values(), strict=True):
+            o = s.get("orthanc") or {}
+            row += [fmt(o.get("instances_per_s"), 1), fmt(s.get("node_per_orthanc"), 3)]
+    if any(s.get("node_per_pynetdicom") for s in summary.values()):
+        head += ["node/pynetdicom"]
+        for row, s in zip(rows, summary.values(), strict=True):
+            row += [fmt(s.get("node_per_pynetdicom"), 3)]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(lines)
+
+
+def _live_destinations(storescp: str) -> list[Receiver]:
+    """dcmtk ``storescp`` and, when installed, Orthanc, as the node's destinations."""
+    orthanc = orthanc_binary()
+    if orthanc is None:
+        raise BenchError("--live-destinations: orthanc is not installed (apt-get install orthanc)")
+    return [DcmtkReceiver(storescp), OrthancReceiver(orthanc)]
 
 
 # -- machine ----------------------------------------------------------------------------------
@@ -861,6 +935,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the node without its [[destinations]] entry (no forward queue)",
     )
     p.add_argument(
+        "--live-destinations",
+        action="store_true",
+        help="forward to two live destinations (dcmtk storescp and Orthanc) and check that "
+        "both received every instance (issue 14)",
+    )
+    p.add_argument(
         "--node-processes",
         type=int,
         default=1,
@@ -907,9 +987,18 @@ def run(args: argparse.Namespace, names: list[str], receivers: list[str]) -> int
     work_dir = Path(tempfile.mkdtemp(prefix="spacing-bench-", dir=work_parent))
     available: dict[str, Receiver] = {
         "dcmtk": DcmtkReceiver(storescp),
-        "node": NodeReceiver(forward=args.forward, processes=args.node_processes),
+        "node": NodeReceiver(
+            forward=args.forward,
+            processes=args.node_processes,
+            live=_live_destinations(storescp) if args.live_destinations else (),
+        ),
         **{name: BareReceiver(name) for name in BARE_RECEIVERS},
     }
+    orthanc = orthanc_binary()
+    if orthanc is not None:
+        available["orthanc"] = OrthancReceiver(orthanc)
+    elif "orthanc" in receivers:
+        raise BenchError("orthanc: not installed (apt-get install -y orthanc)")
     chosen = [available[r] for r in RECEIVERS if r in receivers]
     info = machine_info(storescp)
     say(

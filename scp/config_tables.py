@@ -105,6 +105,10 @@ class NodeConfig(_Section):
     #: How associations wait for network input: "event" (select on the socket, see
     #: scp/net/reactor.py) or "polling" (pynetdicom's stock 1 ms sleep loops).
     reactor: Literal["event", "polling"] = "event"
+    #: Where instances are indexed: "process" (the receive path journals each instance
+    #: and answers; an indexer beside it, in its own process under ``serve``, indexes in
+    #: batches, see scp/services/indexer.py) or "inline" (indexed before the answer).
+    indexer: Literal["process", "inline"] = "process"
 
 
 class StorageConfig(_Section):

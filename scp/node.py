@@ -41,11 +41,14 @@ from scp.services.commitment_scu import DestinationCommitment
 from scp.services.dicomweb import DicomWeb, QidoService, StowService, WadoService
 from scp.services.find import FindService
 from scp.services.forwarding import Forwarder
+from scp.services.indexer import Indexer, IndexerThread
 from scp.services.ingest import Ingestor
 from scp.services.retrieve import RetrieveService
 from scp.services.series_query import IndexQueries
+from scp.services.visibility import IndexVisibility
 from storage.db import ensure_schema, make_engine, make_session_factory
 from storage.filestore import FileStore
+from storage.journal import JournalWriter
 
 log = logging.getLogger("spacing_scp.node")
 
@@ -81,13 +84,39 @@ def store_tmp_name(cfg: Config, worker: int = 0) -> str:
     return f"{host}-{cfg.node.port}" + (f"-{worker}" if worker else "")
 
 
+def journal_dir(cfg: Config) -> Path:
+    """The ingest journal's folder (:mod:`storage.journal`): ``<data_dir>/journal``."""
+    return cfg.data_dir / "journal"
+
+
+def indexer_for(cfg: Config, sessions: sessionmaker[Session], forwarder: Forwarder) -> Indexer:
+    """This node's indexer: its own processes' journal segments, forward jobs queued in the
+    transaction that indexes each instance."""
+    return Indexer(
+        journal_dir(cfg),
+        sessions,
+        tolerance=cfg.tolerance,
+        on_indexed=forwarder.on_indexed if cfg.destinations else None,
+        owner=store_tmp_name(cfg),
+    )
+
+
 class Node:
     """Everything one ``spacing-scp serve`` process runs."""
 
-    def __init__(self, cfg: Config, worker: int = 0, listen_fd: int | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        worker: int = 0,
+        listen_fd: int | None = None,
+        *,
+        external_indexer: bool = False,
+    ) -> None:
         """``worker`` > 0: an extra receiving process of ``[node] processes`` (no HTTP API,
         no forwarding workers: the first process runs those); ``listen_fd``: the first
-        process's listening socket, which it accepts from too."""
+        process's listening socket, which it accepts from too; ``external_indexer``: with
+        ``[node] indexer = "process"``, an :class:`IndexerProcess` indexes and forwards
+        (``serve`` starts one); otherwise the first process runs the indexer on a thread."""
         self.cfg = cfg
         self.worker = worker
         self.listen_fd = listen_fd
@@ -100,6 +129,7 @@ class Node:
         self.engine: Engine = make_engine(cfg.database_url)
         ensure_schema(self.engine)
         self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
+        beside = cfg.node.indexer == "process"
         self.ingestor = Ingestor(
             self.store,
             self.sessions,
@@ -110,7 +140,18 @@ class Node:
             tolerance=cfg.tolerance,
         )
         self.forwarder = Forwarder(cfg, self.sessions, self.store, StorageSCU, StowRsSender)
-        if cfg.destinations:
+        self.visibility: IndexVisibility | None = None
+        self.indexer: IndexerThread | None = None
+        #: This process runs the forwarding workers (else a worker or the indexer process).
+        self.forwards = not worker and not (beside and external_indexer)
+        if beside:
+            self.ingestor.journal = JournalWriter(journal_dir(cfg), store_tmp_name(cfg, worker))
+            self.visibility = IndexVisibility(
+                journal_dir(cfg), self.sessions, owner=store_tmp_name(cfg)
+            )
+            if not worker and not external_indexer:
+                self.indexer = IndexerThread(indexer_for(cfg, self.sessions, self.forwarder))
+        elif cfg.destinations:
             self.ingestor.on_indexed = self.forwarder.on_indexed
         self.handlers = Handlers(self.ingestor)
         self.policy = AssociationPolicy.from_config(cfg)  # ConfigError on a bad [security]
@@ -121,6 +162,7 @@ class Node:
             max_results=cfg.query.max_results,
             match_unknown=cfg.query.match_unknown,
             relational=cfg.query.relational,
+            visibility=self.visibility.wait if self.visibility is not None else None,
         )
         self.retrieve = RetrieveHandlers(
             RetrieveService(self.sessions, self.store), cfg.move_destinations
@@ -216,7 +258,8 @@ class Node:
                 self.queries,
                 self.cfg.node.ae_title,
                 token=self.cfg.http.token,
-                gauges=self.forwarder.gauges,
+                gauges=self._gauges,
+                visibility=self.visibility.wait if self.visibility is not None else None,
                 destinations=[d.name for d in self.cfg.destinations],
                 data_dir=self.cfg.data_dir,
                 swap_rules=self.cfg.swap_rules,
@@ -237,9 +280,17 @@ class Node:
             self.cfg.node.ae_title,
             self.cfg.data_dir,
         )
-        if not self.worker:
+        if self.indexer is not None:
+            self.indexer.start()
+        if self.forwards:
             self.forwarder.start()
             self.commitment_worker.start()
+
+    def _gauges(self) -> dict[str, float]:
+        out = self.forwarder.gauges()
+        if self.visibility is not None:
+            out.update(self.visibility.gauges())
+        return out
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop accepting, let running associations finish within ``grace_s``, close."""
@@ -262,6 +313,10 @@ class Node:
                 assoc.abort()
             for assoc in left:
                 assoc.join(timeout=5)
+        if self.ingestor.journal is not None:
+            self.ingestor.journal.close()
+        if self.indexer is not None:
+            self.indexer.stop()  # indexes what was acknowledged, then returns
         self.forwarder.stop(max(0.0, grace - (time.monotonic() - stop_started)))
         if self.api is not None:
             self.api.stop()
@@ -270,3 +325,45 @@ class Node:
 
     def info(self) -> dict[str, Any]:
         return {"ae_title": self.cfg.node.ae_title, "port": self.port}
+
+    def catch_up(self) -> int:
+        """Index whatever this node's journal still holds (after :meth:`stop`, when the
+        indexer process is gone); return the number of records indexed."""
+        if self.cfg.node.indexer != "process":
+            return 0
+        try:
+            return indexer_for(self.cfg, self.sessions, self.forwarder).catch_up()
+        finally:
+            self.engine.dispose()
+
+
+class IndexerProcess:
+    """The indexer process of ``serve`` with ``[node] indexer = "process"``: indexes the
+    receiving processes' journals in batches and runs the forwarding workers, on the
+    second core.  On start it first indexes whatever the journal still holds (recovery
+    after a crash), while the receiving processes already serve."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.store = FileStore(cfg.data_dir, tmp_name=store_tmp_name(cfg) + "-indexer")
+        self.engine: Engine = make_engine(cfg.database_url)
+        ensure_schema(self.engine)
+        self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
+        self.forwarder = Forwarder(cfg, self.sessions, self.store, StorageSCU)
+        self.indexer = IndexerThread(indexer_for(cfg, self.sessions, self.forwarder))
+
+    def start(self) -> None:
+        for action in self.store.recover():
+            log.info("start-up recovery: %s", action)
+        self.indexer.start()
+        self.forwarder.start()
+        log.info("indexer running (journal %s)", journal_dir(self.cfg))
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Index what the journal holds, then stop forwarding within ``grace_s``."""
+        grace = self.cfg.node.shutdown_grace_s if grace_s is None else grace_s
+        self.forwarder.request_stop()
+        self.indexer.stop()
+        self.forwarder.stop(grace)
+        self.engine.dispose()
+        log.info("indexer stopped")

@@ -3,9 +3,11 @@
 Every file is written to a temporary file on the same filesystem, fsynced,
 renamed into place, and its folder fsynced (so the rename itself is durable).
 A file that replaces an earlier copy (a resend of the same SOP Instance UID)
-first gives that copy a second name (a hard link, ``.prev``), so that a failed index
-commit can put it back: nothing already accepted is ever lost, and the file's path
-never goes missing while it is replaced.
+first gives that copy a second name (a hard link) in the process's own ``tmp/`` folder,
+its name saying where it belongs, so that a failed commit can put it back: nothing already
+accepted is ever lost, the file's path never goes missing while it is replaced (a forward
+job may be sending it), and start-up recovery reads one small folder, never the whole
+store.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ class PendingFile:
     original_backup: Path | None = None
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (a create or rename in it) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -112,7 +115,7 @@ class FileStore:
             self._ensure_dir(parent, base)
         with contextlib.suppress(FileExistsError):
             directory.mkdir()
-        _fsync_dir(parent)
+        fsync_dir(parent)
 
     def _write_durable(
         self, target: Path, base: Path, write: Callable[[BinaryIO], None]
@@ -128,20 +131,35 @@ class FileStore:
                 os.fsync(fh.fileno())
             backup: Path | None = None
             if target.exists():
-                # The previous copy gets a second name, and the new file replaces the first
-                # in one rename: the path never goes missing for a reader (a forward job
-                # sending the instance while it is resent).
-                backup = target.with_name(target.name + _BACKUP_SUFFIX)
+                # The previous copy gets a second name in tmp/, and the new file replaces
+                # the first in one rename: the path never goes missing for a reader.
+                backup = self._backup_name(target)
                 with contextlib.suppress(FileNotFoundError):
                     backup.unlink()
                 os.link(target, backup)
+                fsync_dir(self.tmp)
             os.replace(tmp, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
             return backup
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
+
+    def _backup_name(self, target: Path) -> Path:
+        """``tmp/<instances|originals>#<study>#<series>#<sop>.dcm.prev`` (UIDs hold no ``#``)."""
+        for base in (self.instances, self.originals):
+            if target.is_relative_to(base):
+                parts = (base.name, *target.relative_to(base).parts)
+                return self.tmp / ("#".join(parts) + _BACKUP_SUFFIX)
+        raise ValueError(f"{target} is outside the store")
+
+    def _backup_target(self, backup: Path) -> Path | None:
+        parts = backup.name[: -len(_BACKUP_SUFFIX)].split("#")
+        bases = {self.instances.name: self.instances, self.originals.name: self.originals}
+        if len(parts) < 2 or parts[0] not in bases or any(p in ("", ".", "..") for p in parts):
+            return None
+        return bases[parts[0]].joinpath(*parts[1:])
 
     def put(
         self,
@@ -192,29 +210,31 @@ class FileStore:
         else:
             with contextlib.suppress(FileNotFoundError):
                 target.unlink()
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
 
     # -- start-up ------------------------------------------------------------------------
     def recover(self) -> list[str]:
-        """Remove temporary files and settle copies a crash left moved aside.
+        """Remove this process's temporary files and settle copies a crash left moved aside.
 
-        A ``.prev`` copy whose file is missing is put back (the crash hit between the two
-        renames); one beside a file is dropped only if that file is indexed, which the
-        caller decides with ``keep_new``; here the newer file wins, since it was written
-        and synced completely before the rename.
+        Only ``tmp/<this process>/`` is read (bounded by the transfers running at the
+        crash).  A moved-aside copy whose file is missing is put back (the crash hit
+        between the two renames); one whose file exists is dropped: the newer file was
+        written and synced completely before its rename.
         """
         actions: list[str] = []
         for entry in self.tmp.iterdir():
-            if entry.is_file():
+            if not entry.is_file():
+                continue
+            target = self._backup_target(entry) if entry.name.endswith(_BACKUP_SUFFIX) else None
+            if target is None:
                 entry.unlink()
                 actions.append(f"removed temporary file {entry.name}")
-        for base in (self.instances, self.originals):
-            for backup in base.rglob("*" + _BACKUP_SUFFIX):
-                target = backup.with_name(backup.name[: -len(_BACKUP_SUFFIX)])
-                if target.exists():
-                    backup.unlink()
-                    actions.append(f"dropped superseded copy {backup.relative_to(self.root)}")
-                else:
-                    os.replace(backup, target)
-                    actions.append(f"restored {target.relative_to(self.root)}")
+            elif target.exists():
+                entry.unlink()
+                actions.append(f"dropped superseded copy of {target.relative_to(self.root)}")
+            else:
+                self._ensure_dir(target.parent, self.root)
+                os.replace(entry, target)
+                fsync_dir(target.parent)
+                actions.append(f"restored {target.relative_to(self.root)}")
         return actions

@@ -283,3 +283,17 @@ class ForwardNode(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class IngestJournal(Base):
+    """How far the indexer has read one journal segment (:mod:`storage.journal`): the byte
+    ``position`` after the last record it committed, written in the same transaction as
+    that record's index rows, so a restart resumes exactly there."""
+
+    __tablename__ = "ingest_journal"
+
+    segment: Mapped[str] = mapped_column(String(255), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    #: Success-to-committed time of the newest record of the last batch, in ms.
+    lag_ms: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -99,6 +101,10 @@ def make_config(data_dir: Path, **sections: dict[str, Any]) -> Config:
         "node.host": "127.0.0.1",
         "storage.min_free_mb": 0,
         "http.port": 0,
+        # In-process nodes index before they answer, so that a test reads the index right
+        # after its C-STOREs; the journal and the indexer beside the receive path (the
+        # default) are tested in test_indexer.py and by the `serve` processes.
+        "node.indexer": "inline",
     }
     for section, values in sections.items():
         for key, value in values.items():
@@ -243,8 +249,21 @@ class NodeProcess:
             time.sleep(0.1)
         raise RuntimeError(f"node did not start: {self.log_path.read_text()}")
 
-    def stop(self, sig: int = 15, timeout: float = 30) -> int:
+    def children(self) -> list[int]:
+        """The node's other processes (indexer, extra receiving processes)."""
+        from bench.run import children_of
+
         assert self.proc is not None
+        return children_of(self.proc.pid)
+
+    def stop(self, sig: int = 15, timeout: float = 30) -> int:
+        """Signal the node; SIGKILL kills its other processes too (a crash of the machine,
+        not of one process: otherwise they would stop in order, through their lifeline)."""
+        assert self.proc is not None
+        if sig == signal.SIGKILL:
+            for pid in self.children():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         code = self.proc.wait(timeout=timeout)

@@ -51,6 +51,16 @@ def _folder(tmp: Path) -> dict[str, str]:
     return out
 
 
+def _wait_index(data: Path, uids: set[str], timeout: float = 30) -> dict[str, str]:
+    """The index once it holds ``uids`` (the indexer runs beside the receive path)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        index = _index(data)
+        if uids <= set(index) or time.monotonic() > deadline:
+            return index
+        time.sleep(0.1)
+
+
 def _successes(storescu_log: str) -> set[str]:
     """Files storescu sent and saw answered Success (``-v`` output)."""
     done: set[str] = set()
@@ -130,9 +140,7 @@ def test_sigkill_mid_transfer_then_restart_and_retry(node_process: Any, tmp_path
         assert time.monotonic() < deadline, "the transfer never got going"
         assert sender.poll() is None, "storescu finished before the kill"
         time.sleep(0.01)
-    assert node.proc is not None
-    node.proc.send_signal(signal.SIGKILL)
-    node.proc.wait(10)
+    node.stop(signal.SIGKILL, timeout=10)  # the node and its indexer process
     log, _ = sender.communicate(timeout=60)
     answered = _successes(log)
     assert 0 < len(answered) < N, f"{len(answered)} answered: the kill was not mid-transfer"
@@ -141,7 +149,8 @@ def test_sigkill_mid_transfer_then_restart_and_retry(node_process: Any, tmp_path
     again = node_process(data_dir=data, port=node.port, config=config)
     assert not _tmp_files(data), "temporary files survived start-up"
     assert not list(data.rglob("*.prev")) and not list(data.rglob("*.part"))
-    index = _index(data)
+    # the indexer beside the receive path indexes the journal's records after the restart
+    index = _wait_index(data, {files[p] for p in answered})
     stored = _store_files(data)
     jobs = _jobs(data)
     for path in answered:
@@ -162,7 +171,7 @@ def test_sigkill_mid_transfer_then_restart_and_retry(node_process: Any, tmp_path
     )
     assert retry.returncode == 0, retry.stdout[-2000:] + retry.stderr[-2000:]
     assert len(_successes(retry.stdout + retry.stderr)) == N
-    index = _index(data)
+    index = _wait_index(data, set(files.values()))
     assert set(index) == set(files.values())
     assert set(index.values()) == _store_files(data)
     assert all(n >= 1 for n in _jobs(data).values())

@@ -188,7 +188,11 @@ def test_extra_process_ending_leaves_the_listener_to_the_others(
     while node.log_path.read_text().count("listening on") < 2:
         assert time.monotonic() < deadline, "the second receiving process did not start"
         time.sleep(0.1)
-    [worker] = children_of(node.proc.pid)
+    [worker] = [  # the extra receiving process, not the indexer process
+        pid
+        for pid in children_of(node.proc.pid)
+        if b"--worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
     subprocess.run(["kill", "-TERM", str(worker)], check=True)
     deadline = time.monotonic() + 30
     while "receiving process" not in node.log_path.read_text():

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scp.api.dicomweb import dicomweb_router
 from scp.api.forwarding import forwarding_router
+from scp.api.freshness import ReadYourWrites
 from scp.api.guard import Guard
 from scp.api.openapi import DESCRIPTION, TITLE, openapi_document
 from scp.api.problems import install_problem_handlers
@@ -34,6 +35,7 @@ def build_app(
     associations: Callable[[], int] | None = None,
     wake: Callable[[Iterable[str] | None], None] | None = None,
     dicomweb: DicomWeb | None = None,
+    visibility: Callable[[], bool] | None = None,
 ) -> FastAPI:
     """The read-only API over the index of ``sessions``.
 
@@ -45,6 +47,8 @@ def build_app(
     ``/ui`` (:mod:`scp.api.ui`): ``associations`` counts the running associations, ``wake``
     wakes the forwarding workers of the named destinations after an operator's action.
     ``dicomweb``: the DICOMweb services served under ``/dicom-web`` (none: not served).
+    ``visibility``: read-your-writes (:mod:`scp.api.freshness`), ``None`` when the node
+    indexes before it answers.
     ``/openapi.json`` is generated (:mod:`scp.api.openapi`); no docs UI is served.
     """
     app = FastAPI(
@@ -75,6 +79,8 @@ def build_app(
     if dicomweb is not None:
         app.include_router(dicomweb_router(dicomweb))
     install_problem_handlers(app)
+    if visibility is not None:
+        app.add_middleware(ReadYourWrites, wait=visibility)
     app.add_middleware(Guard, token=token)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app

@@ -55,8 +55,11 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``spacing-scp`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     prog = PROG
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args, command = build_parser().parse_command(argv)
+        # the command line as given: ``serve`` starts its other processes with it
+        args.argv = argv
         prog = command.prog
         return int(command.run(args))
     except SystemExit as exc:  # argparse: --help, --version, usage errors (printed)

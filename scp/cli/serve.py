@@ -25,6 +25,10 @@ SERVE_OPTIONS = (
     # An extra receiving process of [node] processes (see _start_workers).
     option("--worker", type=int, default=0, help=argparse.SUPPRESS),
     option("--listen-fd", type=int, help=argparse.SUPPRESS),
+    # The indexer process of [node] indexer = "process" (see _spawn).
+    option("--indexer-process", action="store_true", default=False, help=argparse.SUPPRESS),
+    # The read end of the first process's lifeline pipe (see _watch_lifeline).
+    option("--lifeline-fd", type=int, help=argparse.SUPPRESS),
 )
 
 ECHO_OPTIONS = (
@@ -62,22 +66,19 @@ def _setup_logging(level: str, processes: int = 1) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the node until SIGTERM/SIGINT; 1 when an extra receiving process failed."""
-    cfg = configuration(args)
-    _setup_logging(cfg.logging.level, cfg.node.processes)
-    from scp.node import Node, StartupError
+    """Run the node until SIGTERM/SIGINT; 1 when one of its other processes failed.
 
-    worker = int(args.worker or 0)
-    try:
-        node = Node(cfg, worker=worker, listen_fd=args.listen_fd if worker else None)
-    except StartupError as exc:
-        raise CliError(str(exc), EXIT_PROBLEM) from None
-    try:
-        node.start()
-    except StartupError as exc:
-        node.stop(grace_s=0)  # what started before the failure
-        raise CliError(str(exc), EXIT_PROBLEM) from None
-    children = [] if worker else _start_workers(cfg.node.processes, node.listening_fd())
+    The first process spawns, through :mod:`subprocess` (never a bare ``fork``: its
+    threads may hold locks) and from the command line :func:`scp.cli.main.main` was given,
+    the indexer process (``[node] indexer = "process"``) and the extra receiving processes
+    (``[node] processes``).  They stay in its process group and hold the read end of a
+    pipe whose write end only the first process has: when it dies, even by SIGKILL, they
+    read end-of-file and stop (:func:`_watch_lifeline`), so none outlives it.
+    """
+    cfg = configuration(args)
+    _setup_logging(cfg.logging.level, cfg.node.processes + (cfg.node.indexer == "process"))
+    from scp.node import IndexerProcess, Node, StartupError
+
     stop = threading.Event()
     log = logging.getLogger("spacing_scp.node")
 
@@ -87,49 +88,114 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    if args.lifeline_fd is not None:
+        _watch_lifeline(args.lifeline_fd)
+    if args.indexer_process:
+        indexer = IndexerProcess(cfg)
+        indexer.start()
+        stop.wait()
+        indexer.stop()
+        return EXIT_OK
+
+    worker = int(args.worker or 0)
+    external = not worker and cfg.node.indexer == "process"
+    try:
+        node = Node(
+            cfg,
+            worker=worker,
+            listen_fd=args.listen_fd if worker else None,
+            external_indexer=external or bool(worker),
+        )
+    except StartupError as exc:
+        raise CliError(str(exc), EXIT_PROBLEM) from None
+    argv = [sys.executable, "-m", "scp", *getattr(args, "argv", sys.argv[1:])]
+    children: list[subprocess.Popen[bytes]] = []
+    lifeline = os.pipe() if not worker else None
+    # the read end stays open here too, for an indexer process started again later
+    try:
+        if lifeline is not None and external:
+            children.append(_spawn(argv, ["--indexer-process"], lifeline[0]))
+        try:
+            node.start()
+        except StartupError as exc:
+            node.stop(grace_s=0)  # what started before the failure
+            raise CliError(str(exc), EXIT_PROBLEM) from None
+        if lifeline is not None:
+            fd = node.listening_fd()
+            children += [
+                _spawn(argv, ["--worker", str(i), "--listen-fd", str(fd)], lifeline[0], fd)
+                for i in range(1, cfg.node.processes)
+            ]
+    except BaseException:
+        if lifeline is not None:
+            os.close(lifeline[1])  # the children started so far stop
+        raise
+    indexer_child = children[0] if external and children else None
     while not stop.wait(1.0):
         for child in children:
-            if child.poll() is not None:
+            if child.poll() is None:
+                continue
+            children.remove(child)
+            if child is indexer_child and lifeline is not None:
+                # the journal keeps every acknowledged instance: a new indexer resumes
+                log.error(
+                    "indexer process %d exited with %s; restarting it", child.pid, child.returncode
+                )
+                indexer_child = _spawn(argv, ["--indexer-process"], lifeline[0])
+                children.insert(0, indexer_child)
+            else:
                 log.error("receiving process %d exited with %s", child.pid, child.returncode)
-                children.remove(child)
-                break
-    for child in children:
+            break
+    receivers = [c for c in children if c is not indexer_child]
+    for child in receivers:
         child.send_signal(signal.SIGTERM)
     node.stop()
     code = EXIT_OK
-    for child in children:
+    # the indexer stops last: it indexes what every receiving process acknowledged
+    for child in [*receivers, *([indexer_child] if indexer_child in children else [])]:
+        if child is indexer_child:
+            child.send_signal(signal.SIGTERM)
         try:
-            if child.wait(timeout=cfg.node.shutdown_grace_s + 15) != 0:
+            # -SIGTERM: stopped before it had set up its handlers (nothing to finish)
+            if child.wait(timeout=cfg.node.shutdown_grace_s + 15) not in (0, -signal.SIGTERM):
                 code = EXIT_PROBLEM
         except subprocess.TimeoutExpired:
             child.kill()
             code = EXIT_PROBLEM
+    if lifeline is not None:
+        os.close(lifeline[0])
+        os.close(lifeline[1])
+    if external:
+        # an indexer stopped before it got going leaves records: index them before exiting
+        count = node.catch_up()
+        if count:
+            log.info("indexed %d journal record(s) the indexer process left", count)
     return code
 
 
-def _start_workers(processes: int, listen_fd: int) -> list[subprocess.Popen[bytes]]:
-    """The extra receiving processes of ``[node] processes``: the same command line, marked
-    ``--worker N``; they inherit the listening socket (``--listen-fd``) and share the index
-    and the store."""
-    argv = [sys.executable, "-m", "scp", *sys.argv[1:]]
-    return [
-        subprocess.Popen(
-            [*argv, "--worker", str(i), "--listen-fd", str(listen_fd)],
-            pass_fds=[listen_fd],
-            preexec_fn=_die_with_parent,
-        )
-        for i in range(1, processes)
-    ]
+def _spawn(
+    argv: list[str], extra: list[str], lifeline_fd: int, *fds: int
+) -> subprocess.Popen[bytes]:
+    """One of the node's other processes: ``argv`` plus ``extra``, holding the lifeline."""
+    return subprocess.Popen(
+        [*argv, *extra, "--lifeline-fd", str(lifeline_fd)],
+        pass_fds=[lifeline_fd, *fds],
+    )
 
 
-def _die_with_parent() -> None:
-    """In a receiving process: get SIGTERM when the first process dies (Linux prctl)."""
-    try:
-        import ctypes
+def _watch_lifeline(fd: int) -> None:
+    """In a child process: SIGTERM ourselves when the first process is gone (the lifeline
+    pipe reads end-of-file once no process holds its write end)."""
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    def watch() -> None:
+        try:
+            while os.read(fd, 1):
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
 
 
 def _env_port() -> int:

@@ -30,10 +30,12 @@ from scp.series import DEFAULT_TOLERANCE, Tolerance
 from scp.services.decisions import edited_slices, header_view, rewrite, run_decisions
 from scp.services.header_fields import header_text as _text
 from scp.services.header_fields import series_fields
+from scp.services.indexer import JournalItem
 from scp.services.indexing import InstanceEntry, index_instance
 from storage.db import write_session
-from storage.filestore import FileStore
+from storage.filestore import FileStore, PendingFile
 from storage.index import ActionRow, FindingRow, IndexedInstance
+from storage.journal import JournalWriter
 from storage.part10 import (
     MalformedDataset,
     ReceivedFile,
@@ -127,6 +129,10 @@ class Ingestor:
         self.min_free_bytes = min_free_bytes
         self.max_instance_bytes = max_instance_bytes
         self.tolerance = tolerance
+        #: The ingest journal (:mod:`storage.journal`): when set, Success waits only for the
+        #: file and its journal record; the :class:`scp.services.indexer.Indexer` indexes it
+        #: beside the receive path.  ``None``: indexed before the answer (``inline``).
+        self.journal: JournalWriter | None = None
         #: Called inside the transaction that indexes an instance (forwarding queues its
         #: jobs there, so an instance answered Success always has them).
         self.on_indexed: (
@@ -225,6 +231,8 @@ class Ingestor:
                 )
             entry.size_bytes = pending.size
             entry.original_path = str(relpath) if header_bytes is not None else None
+            if self.journal is not None:
+                return self._journal(pending, entry, result, code)
             try:
                 resend = self._index(entry, result)
             except Exception as exc:
@@ -238,6 +246,30 @@ class Ingestor:
                 )
             self.store.commit(pending)
         return Outcome(code, sop_uid, resend=resend, stored_path=pending.path, result=result)
+
+    def _journal(
+        self, pending: PendingFile, entry: InstanceEntry, result: PipelineResult, code: int
+    ) -> Outcome:
+        """The file is durable: mark it durably as still to be indexed, then answer.  A
+        resend is known by the copy the store moved aside (the index is not asked)."""
+        assert self.journal is not None
+        item = JournalItem(entry, result, time.time())
+        try:
+            self.journal.append(item.encode())
+        except Exception as exc:
+            log.exception("journal write failed for %s; file removed", entry.sop_instance_uid)
+            self.store.rollback(pending)
+            return Outcome(
+                status.PROCESSING_FAILURE,
+                entry.sop_instance_uid,
+                comment=f"journal write failed: {type(exc).__name__}",
+                result=result,
+            )
+        self.store.commit(pending)
+        resend = pending.backup is not None
+        return Outcome(
+            code, entry.sop_instance_uid, resend=resend, stored_path=pending.path, result=result
+        )
 
     def _index(self, entry: InstanceEntry, result: PipelineResult) -> bool:
         """One short write transaction; retried when it lost a race with another writer."""

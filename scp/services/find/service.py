@@ -59,10 +59,14 @@ class FindService:
         match_unknown: bool = True,
         relational: bool = True,
         batch_size: int = BATCH_SIZE,
+        visibility: Callable[[], bool] | None = None,
     ) -> None:
         """``relational``: accept relational queries from every requester (PS3.4
-        C.4.1.2.2, ``[query] relational``); else only from those that negotiated them."""
+        C.4.1.2.2, ``[query] relational``); else only from those that negotiated them.
+        ``visibility``: read-your-writes (:meth:`scp.services.visibility.IndexVisibility.
+        wait`), called before each query; ``False`` means the index is still behind."""
         self.sessions = sessions
+        self.visibility = visibility
         self.queries = queries
         self.max_results = max_results
         self.match_unknown = match_unknown
@@ -97,6 +101,8 @@ class FindService:
                     None,
                 )
                 return
+            if self.visibility is not None and not self.visibility():
+                outcome["end"] = " (index behind: acknowledged instances may be missing)"
             yield from self.find(
                 identifier,
                 lambda: bool(event.is_cancelled),
