@@ -54,6 +54,11 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "C-MOVE/C-GET requests, by operation and final status (done or the refusal status)",
         ("op", "status"),
     ),
+    "spacing_scp_read_stale_total": (
+        "Readers answered before every acknowledged instance was indexed",
+        (),
+    ),
+    "spacing_scp_index_failed_total": ("Journal records the indexer passed over", ()),
     "spacing_scp_stow_instances_total": (
         "STOW-RS parts by the C-STORE status they were given",
         ("status",),
@@ -63,6 +68,8 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
 HISTOGRAMS: dict[str, str] = {
     "spacing_scp_store_seconds": "Time from receive to answer per instance",
     "spacing_scp_find_seconds": "Time to answer a C-FIND request",
+    "spacing_scp_read_wait_seconds": "Time readers waited for acknowledged instances",
+    "spacing_scp_index_lag_seconds": "Time from the C-STORE Success to the instance indexed",
 }
 
 # ``*_created`` samples would add a series per label set that no dashboard of ours reads.

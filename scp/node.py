@@ -264,6 +264,7 @@ class Node:
                 data_dir=self.cfg.data_dir,
                 swap_rules=self.cfg.swap_rules,
                 associations=self._associations,
+                index_gauges=self.visibility.gauges if self.visibility is not None else None,
                 wake=self.forwarder.wake,
                 dicomweb=self.dicomweb,
             )

@@ -33,6 +33,7 @@ def build_app(
     data_dir: Path | None = None,
     swap_rules: Sequence[SwapRule] = (),
     associations: Callable[[], int] | None = None,
+    index_gauges: Callable[[], dict[str, float]] | None = None,
     wake: Callable[[Iterable[str] | None], None] | None = None,
     dicomweb: DicomWeb | None = None,
     visibility: Callable[[], bool] | None = None,
@@ -73,6 +74,7 @@ def build_app(
             destinations=list(destinations),
             swap_rules=list(swap_rules),
             associations=associations,
+            index_gauges=index_gauges,
             wake=wake,
         )
         app.include_router(ui_router(ui))

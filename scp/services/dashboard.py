@@ -36,8 +36,8 @@ def overview(
     ``per_minute`` (instances received in each of the last :data:`CHART_MINUTES` minutes,
     oldest first), ``disk_free_bytes`` / ``disk_total_bytes`` of the data directory,
     ``last_received_at`` and ``last_indexed_age_s`` (seconds since the newest instance was
-    indexed; the index lag itself is zero by construction: the node indexes an instance
-    before it answers its C-STORE, so no received instance waits to be indexed) and the
+    indexed; with ``[node] indexer = "inline"`` the index lag is zero by construction, else
+    the web page adds the indexer's own gauges) and the
     forwarding queues (:func:`storage.outbox.summary`, each with ``paused``)."""
     now = now or datetime.now(UTC)
     since = now.replace(second=0, microsecond=0) - timedelta(minutes=CHART_MINUTES - 1)

@@ -38,10 +38,6 @@ from storage.index import IndexedInstance
 
 log = logging.getLogger("spacing_scp.indexer")
 
-METRICS.describe(
-    "spacing_scp_index_lag_seconds", "Time from the C-STORE Success to the instance indexed"
-)
-METRICS.describe("spacing_scp_index_failed_total", "Journal records the indexer passed over")
 
 OnIndexed = Callable[[Session, IndexedInstance, InstanceEntry, PipelineResult], None]
 

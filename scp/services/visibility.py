@@ -22,11 +22,6 @@ from storage import journal
 
 log = logging.getLogger("spacing_scp.visibility")
 
-METRICS.describe("spacing_scp_read_wait_seconds", "Time readers waited for acknowledged instances")
-METRICS.describe(
-    "spacing_scp_read_stale_total",
-    "Readers answered before every acknowledged instance was indexed",
-)
 
 #: Longest wait of a reader for the indexer (seconds).
 WAIT_S = 2.0

@@ -88,6 +88,9 @@ class UiContext:
     swap_rules: Sequence[SwapRule] = ()
     associations: Callable[[], int] | None = None
     wake: Callable[[Iterable[str] | None], None] | None = None
+    #: The indexer's gauges (``spacing_scp_index_lag_last_seconds``,
+    #: ``spacing_scp_index_pending_bytes``); ``None`` when the node indexes inline.
+    index_gauges: Callable[[], dict[str, float]] | None = None
     env: Environment = field(default_factory=environment)
 
     def page(

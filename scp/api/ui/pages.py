@@ -87,6 +87,11 @@ def page_router(ui: UiContext) -> APIRouter:
                 associations=ui.associations,
             )
         data["chart"] = charts.arrivals(data["per_minute"])
+        gauges = ui.index_gauges() if ui.index_gauges is not None else None
+        data["index_lag_s"] = gauges["spacing_scp_index_lag_last_seconds"] if gauges else None
+        data["index_pending_bytes"] = (
+            int(gauges["spacing_scp_index_pending_bytes"]) if gauges else None
+        )
         return {"o": data}
 
     @router.get("/ui")
