@@ -14,11 +14,13 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.filereader import read_dataset, read_file_meta_info
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
     UID,
@@ -302,6 +304,18 @@ def _walk_deflated(path: Path, dataset_offset: int) -> int | None:
         raise MalformedDataset(str(exc)) from exc
 
 
+def _deflated_header(path: Path, dataset_offset: int, pixel_offset: int | None) -> FileDataset:
+    """The header of a deflated file, inflating only the bytes before its pixel data
+    (pydicom would inflate the whole data set in memory)."""
+    with InflatingReader(path, dataset_offset) as reader:
+        data = reader.read(-1 if pixel_offset is None else pixel_offset)
+    meta = read_file_meta_info(path)
+    dataset = read_dataset(BytesIO(data), is_implicit_VR=False, is_little_endian=True)
+    header = FileDataset(str(path), dataset, preamble=None, file_meta=meta)
+    header.set_original_encoding(False, True, dataset.original_character_set)
+    return header
+
+
 def read_received(path: Path) -> ReceivedFile:
     """Check the structure of a received Part 10 file and read its header.
 
@@ -330,7 +344,10 @@ def _read_received(path: Path) -> ReceivedFile:
             pixel_offset = _walk(fp, size, dataset_offset, ts)
         fp.seek(0)
         try:
-            header = dcmread(fp, stop_before_pixels=True, force=True)
+            if ts == DeflatedExplicitVRLittleEndian:
+                header = _deflated_header(path, dataset_offset, pixel_offset)
+            else:
+                header = dcmread(fp, stop_before_pixels=True, force=True)
         except Exception as exc:  # pydicom raises many types on hostile bytes
             raise MalformedDataset(f"header cannot be parsed: {exc}") from exc
         file_meta = header.file_meta

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
 
 from scp import status
 from tests.conftest import send_files
+from tests.dicom_factory import ct_dataset, set_raw, write
 from tests.pipeline_builders import (
     CR_IMAGE_STORAGE,
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -120,6 +122,18 @@ def _generated(folder: Path) -> list[Path]:
         path = folder / f"{name}.dcm"
         path.write_bytes(_part10(full))
         files.append(path)
+    # an edit in every transfer syntax the node rewrites (deflate, big endian), and a VR
+    # the rulebook does not allow (rule 33), with pixel data
+    for index, (ts, vr) in enumerate(
+        [
+            (DeflatedExplicitVRLittleEndian, "DS"),
+            (ExplicitVRBigEndian, "DS"),
+            (DeflatedExplicitVRLittleEndian, "UT"),
+        ]
+    ):
+        ds = ct_dataset(pixel_spacing=None, sop=f"{ROOT}.4.{index}")
+        set_raw(ds, 0x00280030, vr, OVERLONG.encode() if vr == "DS" else b"2.5000\\2.5000")
+        files.append(write(ds, folder / f"pixels_{index}.dcm", ts))
     return files
 
 
