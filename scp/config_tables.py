@@ -217,14 +217,19 @@ class CommitmentConfig(_Section):
     #: yet forwarded are reported failed (0x0110 processing failure).
     forwarded_wait_s: float = 86400.0
 
-    @model_validator(mode="after")
-    def _check(self) -> CommitmentConfig:
-        for key in ("poll_s", "retry_s", "forwarded_wait_s"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key}: must be greater than 0")
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts: at least 1")
-        return self
+    @field_validator("poll_s", "retry_s", "forwarded_wait_s")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
+    @field_validator("max_attempts")
+    @classmethod
+    def _attempts(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("at least 1")
+        return value
 
 
 class Peer(_Section):

@@ -174,6 +174,7 @@ class Node:
             cfg.commitment,
             [p.ae_title for p in cfg.commitment_peers],
             [d.name for d in cfg.destinations if d.storage_commitment],
+            visibility=self.visibility.wait if self.visibility is not None else None,
         )
         self.report_sender = CommitmentReportSender(
             cfg.node.ae_title,
@@ -285,6 +286,7 @@ class Node:
             self.indexer.start()
         if self.forwards:
             self.forwarder.start()
+        if not self.worker:  # reports go out from the first process, whoever forwards
             self.commitment_worker.start()
 
     def _gauges(self) -> dict[str, float]:
@@ -350,7 +352,7 @@ class IndexerProcess:
         self.engine: Engine = make_engine(cfg.database_url)
         ensure_schema(self.engine)
         self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
-        self.forwarder = Forwarder(cfg, self.sessions, self.store, StorageSCU)
+        self.forwarder = Forwarder(cfg, self.sessions, self.store, StorageSCU, StowRsSender)
         self.indexer = IndexerThread(indexer_for(cfg, self.sessions, self.forwarder))
 
     def start(self) -> None:

@@ -116,7 +116,7 @@ def modality() -> Iterator[Modality]:
 
 def _node(node_factory: Any, tmp_path: Path, modality: Modality, **commitment: Any) -> Any:
     cfg = make_config(tmp_path / "data", commitment={"poll_s": 0.2, "retry_s": 0.5, **commitment})
-    cfg.commitment_peers = [Peer(modality.ae_title, "127.0.0.1", modality.port)]
+    cfg.commitment_peers = [Peer(ae_title=modality.ae_title, host="127.0.0.1", port=modality.port)]
     return node_factory(cfg)
 
 
@@ -171,11 +171,18 @@ def test_commit_when_forwarded_waits_for_the_pacs_across_a_restart(
     cfg = make_config(
         tmp_path / "data", commitment={"poll_s": 0.2, "retry_s": 0.5, "commit_when": "forwarded"}
     )
-    cfg.commitment_peers = [Peer(modality.ae_title, "127.0.0.1", modality.port)]
+    cfg.commitment_peers = [Peer(ae_title=modality.ae_title, host="127.0.0.1", port=modality.port)]
     from scp.config import Destination
 
     cfg.destinations = [
-        Destination("pacs", "PACS", "127.0.0.1", pacs_port, retry_initial_s=0.3, retry_max_s=0.5)
+        Destination(
+            name="pacs",
+            ae_title="PACS",
+            host="127.0.0.1",
+            port=pacs_port,
+            retry_initial_s=0.3,
+            retry_max_s=0.5,
+        )
     ]
     node = Node(cfg)
     node.start()
@@ -308,9 +315,17 @@ def test_forwarded_waits_for_the_destinations_own_commitment(
             tmp_path / "data",
             commitment={"poll_s": 0.2, "retry_s": 0.5, "commit_when": "forwarded"},
         )
-        cfg.commitment_peers = [Peer(modality.ae_title, "127.0.0.1", modality.port)]
+        cfg.commitment_peers = [
+            Peer(ae_title=modality.ae_title, host="127.0.0.1", port=modality.port)
+        ]
         cfg.destinations = [
-            Destination("pacs", "CPACS", "127.0.0.1", pacs.port, storage_commitment=True)
+            Destination(
+                name="pacs",
+                ae_title="CPACS",
+                host="127.0.0.1",
+                port=pacs.port,
+                storage_commitment=True,
+            )
         ]
         node = node_factory(cfg)
         assert all(r.status == status.SUCCESS for r in send_files(node.port, files, "MODALITY"))

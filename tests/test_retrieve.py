@@ -56,8 +56,8 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
     cfg = make_config(root / "data")
     cfg.swap_rules = [SwapRule(name="SWAPCO writes column first", match={"Manufacturer": "SWAPCO"})]
     cfg.move_destinations = [
-        Peer("MOVEDEST", "127.0.0.1", dest.port),
-        Peer("PYPACS", "127.0.0.1", pacs.port),
+        Peer(ae_title="MOVEDEST", host="127.0.0.1", port=dest.port),
+        Peer(ae_title="PYPACS", host="127.0.0.1", port=pacs.port),
     ]
     node = Node(cfg)
     node.start()
@@ -397,7 +397,7 @@ def test_c_move_transcodes_losslessly_when_the_peer_refuses_the_stored_syntax(
     pacs = DcmtkPacs(tmp_path / "implicit", ae_title="IMPLICIT", accept="+xi")
     try:
         cfg = make_config(tmp_path / "data")
-        cfg.move_destinations = [Peer("IMPLICIT", "127.0.0.1", pacs.port)]
+        cfg.move_destinations = [Peer(ae_title="IMPLICIT", host="127.0.0.1", port=pacs.port)]
         node = node_factory(cfg)
         results = send_files(node.port, files)
         assert all(r.status == status.SUCCESS for r in results), results

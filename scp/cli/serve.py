@@ -4,6 +4,7 @@ echo`` (C-ECHO, PS3.7 9.1.5: the container's health check)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -129,6 +130,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except BaseException:
         if lifeline is not None:
             os.close(lifeline[1])  # the children started so far stop
+        for child in children:  # before the one-line error: theirs are not the last lines
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=10)
         raise
     indexer_child = children[0] if external and children else None
     while not stop.wait(1.0):

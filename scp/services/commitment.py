@@ -187,10 +187,14 @@ class CommitmentService:
         cfg: CommitmentConfig,
         peers: Sequence[str],
         committing: Sequence[str] = (),
+        visibility: Callable[[], bool] | None = None,
     ) -> None:
         """``peers``: the AE titles of ``[[commitment_peers]]`` (the only requesters);
         ``committing``: the destinations with ``storage_commitment`` (their jobs count
-        once the destination committed, :mod:`scp.services.commitment_scu`)."""
+        once the destination committed, :mod:`scp.services.commitment_scu`);
+        ``visibility``: read-your-writes (:mod:`scp.services.visibility`): every instance
+        acknowledged before a report is made is indexed first (at most its wait)."""
+        self.visibility = visibility
         self.sessions = sessions
         self.store = store
         self.cfg = cfg
@@ -295,6 +299,8 @@ class CommitmentService:
 
     def due(self, now: datetime | None = None) -> list[PendingReport]:
         """Pending requests due now whose report is ready."""
+        if self.visibility is not None:
+            self.visibility()  # an acknowledged instance is never reported missing
         now = now or utcnow()
         ready: list[PendingReport] = []
         with self.sessions() as session:
