@@ -213,7 +213,19 @@ def test_tls_verification_and_basic_auth(node_factory: Callable[..., Any], tmp_p
         node = node_factory(cfg)
         [src] = series(tmp_path, 1)
         send_files(node.port, [src])
-        assert wait_until(lambda: {j["state"] for j in jobs(node)} == {"done", "dead"}, timeout=20)
+        # A certificate that does not verify is a failure of reach (issue 15): the job waits
+        # (the destination is down, probed again) and its last error says why.
+        assert wait_until(
+            lambda: (
+                any(
+                    "CERTIFICATE_VERIFY_FAILED" in (j["last_error"] or "")
+                    for j in jobs(node)
+                    if j["destination"] == "untrusted"
+                )
+                and any(j["state"] == "done" for j in jobs(node) if j["destination"] == "archive")
+            ),
+            timeout=20,
+        )
         by_dest = {j["destination"]: j for j in jobs(node)}
         assert by_dest["archive"]["state"] == "done"
         assert "CERTIFICATE_VERIFY_FAILED" in by_dest["untrusted"]["last_error"]

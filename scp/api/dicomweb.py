@@ -20,6 +20,7 @@ stored there, 406 ``Accept`` not servable, 413 a part over ``[node] max_instance
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -236,10 +237,10 @@ def dicomweb_router(web: DicomWeb) -> APIRouter:
         sop: Sop,
         frame_list: Annotated[str, Path(description="frame numbers, from 1, comma-separated")],
     ) -> Response:
-        try:
-            numbers = [int(n) for n in frame_list.split(",")]
-        except ValueError:
+        parts = frame_list.split(",")
+        if not all(re.fullmatch(r"[0-9]+", n) and int(n) >= 1 for n in parts):
             return problem(400, f"frame list {frame_list!r}: comma-separated numbers from 1")
+        numbers = [int(n) for n in parts]
         return frames(request, web.wado.instances(study, series, sop)[0], numbers)
 
     @router.get(

@@ -36,7 +36,7 @@ from scp.services.dicomweb.multipart import OutPart, file_chunks, split_media_ra
 from storage.filestore import FileStore
 from storage.models import Instance, Series, Study
 from storage.part10 import encoding_of, read_received
-from storage.queries import NotFound
+from storage.queries import BadQuery, NotFound
 
 #: Media type of a DICOM Part 10 file (PS3.18 8.7.3.2).
 DICOM = "application/dicom"
@@ -188,13 +188,13 @@ class WadoService:
         without pixel data, :class:`NotAcceptable` for an ``Accept`` that cannot be met."""
         received = read_received(inst.path)
         if received.pixel_offset is None:
-            raise ValueError(f"instance {inst.sop_instance_uid} has no pixel data")
+            raise BadQuery(f"instance {inst.sop_instance_uid} has no pixel data")
         header = received.header
         count = int(header.get("NumberOfFrames", 1) or 1)
         wanted = list(numbers) if numbers is not None else list(range(1, count + 1))
         bad = [n for n in wanted if not 1 <= n <= count]
         if bad:
-            raise ValueError(f"frame {bad[0]} is out of range (the instance has {count})")
+            raise BadQuery(f"frame {bad[0]} is out of range (the instance has {count})")
         ts = str(received.transfer_syntax_uid)
         media = _frame_media_type(ts, accept)
         implicit, _ = encoding_of(received.transfer_syntax_uid)

@@ -53,6 +53,10 @@ def downgrade() -> None:
     with op.batch_alter_table("commitment_requests", schema=None) as batch_op:
         batch_op.drop_index("ix_commitment_requests_due")
     op.drop_table("commitment_requests")
-    with op.batch_alter_table("studies", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_studies_patient_name"))
-        batch_op.drop_column("patient_name")
+    op.drop_index("ix_studies_patient_name", table_name="studies")
+    if op.get_bind().dialect.name == "sqlite":
+        # SQLite >= 3.35 drops a column in place; a batch copy would drop the table that
+        # series reference (FOREIGN KEY constraint failed).
+        op.execute("ALTER TABLE studies DROP COLUMN patient_name")
+    else:
+        op.drop_column("studies", "patient_name")

@@ -30,5 +30,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("forward_destinations")
-    with op.batch_alter_table("series", schema=None) as batch_op:
-        batch_op.drop_column("software_versions")
+    if op.get_bind().dialect.name == "sqlite":
+        # SQLite >= 3.35 drops a column in place; a batch copy would drop the table that
+        # instances and positions reference (FOREIGN KEY constraint failed).
+        op.execute("ALTER TABLE series DROP COLUMN software_versions")
+    else:
+        op.drop_column("series", "software_versions")
