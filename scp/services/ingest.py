@@ -262,7 +262,7 @@ class Ingestor:
             return Outcome(
                 status.PROCESSING_FAILURE,
                 entry.sop_instance_uid,
-                comment=f"journal write failed: {type(exc).__name__}",
+                comment=status.error_comment("journal write failed", exc),
                 result=result,
             )
         self.store.commit(pending)
