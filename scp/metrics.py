@@ -29,6 +29,11 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "C-STORE requests answered, by status",
         ("status",),
     ),
+    "spacing_scp_stored_files_total": (
+        "Instances stored over C-STORE, by how their file was placed: renamed (received "
+        "with the stored File Meta, moved into place) or written (copied from the received file)",
+        ("how",),
+    ),
     "spacing_scp_findings_total": (
         "Spacing findings raised, by code and severity",
         ("code", "severity"),

@@ -117,11 +117,8 @@ class FileStore:
             directory.mkdir()
         fsync_dir(parent)
 
-    def _write_durable(
-        self, target: Path, base: Path, write: Callable[[BinaryIO], None]
-    ) -> Path | None:
-        """Write ``target`` durably; return the path of the moved-aside previous copy."""
-        self._ensure_dir(target.parent, base)
+    def _written(self, write: Callable[[BinaryIO], None]) -> Path:
+        """A new file in ``tmp/`` holding what ``write`` wrote, fsynced."""
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp, suffix=".part")
         tmp = Path(tmp_name)
         try:
@@ -129,6 +126,18 @@ class FileStore:
                 write(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        return tmp
+
+    def _place(self, tmp: Path, target: Path, base: Path) -> Path | None:
+        """Rename the durable file ``tmp`` (in ``tmp/``) to ``target`` and make the rename
+        durable; return the path of the moved-aside previous copy.  ``tmp`` is removed if
+        it cannot be placed."""
+        try:
+            self._ensure_dir(target.parent, base)
             backup: Path | None = None
             if target.exists():
                 # The previous copy gets a second name in tmp/, and the new file replaces
@@ -145,6 +154,12 @@ class FileStore:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
+
+    def _write_durable(
+        self, target: Path, base: Path, write: Callable[[BinaryIO], None]
+    ) -> Path | None:
+        """Write ``target`` durably; return the path of the moved-aside previous copy."""
+        return self._place(self._written(write), target, base)
 
     def _backup_name(self, target: Path) -> Path:
         """``tmp/<instances|originals>#<study>#<series>#<sop>.dcm.prev`` (UIDs hold no ``#``)."""
@@ -185,6 +200,48 @@ class FileStore:
         return PendingFile(
             target, relpath, target.stat().st_size, backup, original_relpath, original_backup
         )
+
+    def put_received(
+        self,
+        relpath: Path,
+        received: Path,
+        edited: Callable[[BinaryIO], None] | None = None,
+    ) -> PendingFile:
+        """Durably place a file that was received into this store's ``tmp/`` folder with
+        its final bytes (File Meta Information and data set as stored): it is fsynced and
+        renamed into place, never copied.
+
+        Without ``edited`` the received file becomes the instance.  With it, ``edited``
+        writes the changed instance first (it may read ``received``), then the received
+        file becomes the original (``originals/``) and the changed one the instance.
+        Commit or roll back as for :meth:`put`.  Raises ``ValueError`` if ``received`` is
+        not directly in ``tmp/`` (a rename could cross filesystems), ``OSError`` as the
+        disk does.
+        """
+        if received.parent != self.tmp:
+            raise ValueError(f"{received} is not in the store's tmp/ folder")
+        fd = os.open(received, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        target = self.path(relpath)
+        if edited is None:
+            backup = self._place(received, target, self.instances)
+            return PendingFile(target, relpath, target.stat().st_size, backup)
+        changed = self._written(edited)
+        try:
+            original_backup = self._place(received, self.original_path(relpath), self.originals)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                changed.unlink()
+            raise
+        try:
+            backup = self._place(changed, target, self.instances)
+        except BaseException:
+            self._undo(self.original_path(relpath), original_backup)
+            raise
+        return PendingFile(target, relpath, target.stat().st_size, backup, relpath, original_backup)
 
     def commit(self, pending: PendingFile) -> None:
         """The index committed: drop the moved-aside copies."""

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pynetdicom
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -307,6 +308,103 @@ def test_accept_unknown_storage(
     assert assoc.send_c_store(ds).Status == SUCCESS
     assoc.release()
     assert classes == [UNKNOWN_SOP_CLASS]
+
+
+# -- received data sets: their File Meta, their UIDs ------------------------------------------
+
+
+def test_write_received_file_meta(
+    serve: Callable[..., ThreadedAssociationServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``dimse_messages.create_file_meta``/``write_file_meta_info`` as ``decode_msg`` calls
+    them: the received file is preamble, the writer's bytes (given the association and
+    the request's UIDs and the context's transfer syntax), then the data set as sent; a
+    writer that raises, or none, gives pynetdicom's own File Meta."""
+    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", True)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(compat, "_meta_writer", compat._meta_writer)  # restored after
+    calls: list[tuple[str, str, str, str]] = []
+    refused_uid = "1.2.826.0.1.3680043.8.498.4242.9"
+
+    def writer(assoc: Any, sop_class: str, sop_instance: str, syntax: str) -> bytes:
+        calls.append((str(assoc.requestor.ae_title), sop_class, sop_instance, syntax))
+        if sop_instance == refused_uid:
+            raise ValueError("refused")
+        return encoded
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+
+    fm = FileMetaDataset()
+    fm.MediaStorageSOPClassUID = CTImageStorage
+    fm.MediaStorageSOPInstanceUID = "1.2.3.4"
+    fm.TransferSyntaxUID = ExplicitVRLittleEndian
+    fm.ImplementationClassUID = "1.2.826.0.1.3680043.8.498.4242.3"
+    buffer = DicomBytesIO()
+    write_file_meta_info(buffer, fm, enforce_standard=True)  # type: ignore[arg-type]
+    encoded = buffer.getvalue()
+    compat.write_received_file_meta(writer)
+    received: list[tuple[bytes, str, bytes]] = []
+
+    def on_store(event: Any) -> int:
+        path = Path(event.dataset_path)
+        raw = path.read_bytes()
+        implementation = str(
+            dcmread(path, stop_before_pixels=True).file_meta.ImplementationClassUID
+        )
+        received.append((raw[132 : 132 + len(encoded)], implementation, dataset_bytes(path)))
+        return SUCCESS
+
+    server = serve([(evt.EVT_C_STORE, on_store)])
+    sent = write_ct(tmp_path / "ct.dcm")
+    ds = dcmread(sent)
+    assoc = _associate(server, CTImageStorage)
+    assert assoc.send_c_store(ds).Status == SUCCESS
+    ds.SOPInstanceUID = refused_uid
+    assert assoc.send_c_store(ds).Status == SUCCESS
+    compat.write_received_file_meta(None)
+    assert assoc.send_c_store(ds).Status == SUCCESS
+    assoc.release()
+    uid = str(dcmread(sent).SOPInstanceUID)
+    assert calls == [
+        ("COMPATSCU", CTImageStorage, uid, ExplicitVRLittleEndian),
+        ("COMPATSCU", CTImageStorage, refused_uid, ExplicitVRLittleEndian),
+    ]
+    [(head, implementation, data), (_, fallback, _), (_, stock, _)] = received
+    assert head == encoded
+    assert implementation == "1.2.826.0.1.3680043.8.498.4242.3"
+    assert data == dataset_bytes(sent)
+    assert fallback == stock == pynetdicom.PYNETDICOM_IMPLEMENTATION_UID
+
+
+def test_remember_valid_uids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dimse_primitives.set_uid``: every UID a DIMSE primitive is given goes through it
+    (validated with ``_config.VALIDATORS["UI"]``); after the call a UID is validated once,
+    an invalid one each time (and still raises)."""
+    from pynetdicom.dimse_primitives import C_STORE
+
+    checked: list[str] = []
+    validate = _config.VALIDATORS["UI"]
+
+    def counting(value: Any) -> Any:
+        checked.append(str(value))
+        return validate(value)
+
+    monkeypatch.setitem(_config.VALIDATORS, "UI", counting)
+    compat.remember_valid_uids()
+    uid = "1.2.826.0.1.3680043.8.498.4242." + str(time.monotonic_ns())
+    request, response = C_STORE(), C_STORE()
+    request.AffectedSOPInstanceUID = uid
+    response.AffectedSOPInstanceUID = request.AffectedSOPInstanceUID
+    assert response.AffectedSOPInstanceUID == uid
+    assert checked == [uid]
+    too_long = "1." * 40
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            request.AffectedSOPInstanceUID = too_long
+    assert checked == [uid, too_long, too_long]
 
 
 # -- the AE, its servers and their acceptors ---------------------------------------------------

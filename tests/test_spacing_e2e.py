@@ -70,6 +70,9 @@ def test_swap_rule_corrects_records_and_keeps_original(
 
     original = node.store.originals / _stored(node, src).relative_to(node.store.instances)
     assert dataset_bytes(original) == dataset_bytes(src)
+    # the original is the received file itself, renamed into originals/ (issue 14)
+    original_meta = dcmread(original, stop_before_pixels=True).file_meta
+    assert original_meta.SourceApplicationEntityTitle == "CR3"
 
     inst = _instance(node, sent.SOPInstanceUID)
     assert inst.received_pixel_spacing == "0.7\\0.5"

@@ -318,20 +318,24 @@ def test_index_commits_only_once_the_file_is_in_place(
 ) -> None:
     """The file is written on an I/O thread while the index statements run; a slow disk
     must delay the commit (and the Success), never let it go first."""
-    real_put = node.store.put
     seen: list[int] = []
 
-    def slow_put(*args: Any, **kwargs: Any) -> Any:
-        time.sleep(0.3)  # the index statements are long done by now
-        pending = real_put(*args, **kwargs)
-        con = sqlite3.connect(node.cfg.data_dir / "index.sqlite3")
-        try:
-            seen.append(con.execute("SELECT count(*) FROM instances").fetchone()[0])
-        finally:
-            con.close()
-        return pending
+    def slowed(real_put: Any) -> Any:
+        def slow_put(*args: Any, **kwargs: Any) -> Any:
+            time.sleep(0.3)  # the index statements are long done by now
+            pending = real_put(*args, **kwargs)
+            con = sqlite3.connect(node.cfg.data_dir / "index.sqlite3")
+            try:
+                seen.append(con.execute("SELECT count(*) FROM instances").fetchone()[0])
+            finally:
+                con.close()
+            return pending
 
-    monkeypatch.setattr(node.store, "put", slow_put)
+        return slow_put
+
+    # written (copied) or received in place (renamed): both placements are slowed
+    monkeypatch.setattr(node.store, "put", slowed(node.store.put))
+    monkeypatch.setattr(node.store, "put_received", slowed(node.store.put_received))
     src = write_ct(tmp_path / "ct.dcm")
     assert send_files(node.port, [src])[0].status == status.SUCCESS
     assert seen == [0]  # not committed when the file was placed ...
@@ -357,3 +361,41 @@ def test_file_write_failure_answers_failure_and_indexes_nothing(node: Any, tmp_p
     # The node keeps serving.
     other = write_ct(tmp_path / "other.dcm")
     assert send_files(node.port, [other])[0].status == status.SUCCESS
+
+
+def _stored_files(how: str) -> float:
+    """``spacing_scp_stored_files_total{how=...}`` as ``/metrics`` serves it."""
+    for family in text_string_to_metric_families(METRICS.render()):
+        for sample in family.samples:
+            if sample.name == "spacing_scp_stored_files_total" and sample.labels["how"] == how:
+                return sample.value
+    return 0.0
+
+
+def test_received_file_is_renamed_into_place_with_the_same_bytes_as_a_written_one(
+    node: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14: the data set is written once, as it arrives, into the store's tmp/ with
+    the stored file's File Meta, then renamed into place. The file is the same, byte for
+    byte, as the one the node writes when pynetdicom wrote its own File Meta (the seam
+    switched off, as on a pynetdicom outside the locked range)."""
+    from scp.net import compat
+    from scp.net.handlers import received_file_meta
+    from scp.services.ingest import IMPLEMENTATION_CLASS_UID
+
+    src = write_ct(tmp_path / "ct.dcm")
+    renamed, written = _stored_files("renamed"), _stored_files("written")
+    assert send_files(node.port, [src], ae_title="CT1")[0].status == status.SUCCESS
+    assert (_stored_files("renamed"), _stored_files("written")) == (renamed + 1, written)
+    once = stored_path(node, src).read_bytes()
+
+    monkeypatch.setattr(compat, "_meta_writer", None)
+    assert send_files(node.port, [src], ae_title="CT1")[0].status == status.SUCCESS
+    assert (_stored_files("renamed"), _stored_files("written")) == (renamed + 1, written + 1)
+    assert stored_path(node, src).read_bytes() == once
+    meta = dcmread(stored_path(node, src), stop_before_pixels=True).file_meta
+    assert meta.SourceApplicationEntityTitle == "CT1"
+    assert meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID  # the node's, not pynetdicom's
+    assert not list(node.store.tmp.iterdir()), "temporary files left behind"
+    monkeypatch.undo()
+    assert compat._meta_writer is received_file_meta

@@ -35,6 +35,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from scp.config import Config
 from scp.net import compat
+from scp.net.handlers import received_file_meta
 from scp.net.policy import AssociationPolicy
 from scp.services.ingest import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
@@ -73,6 +74,11 @@ def configure_pynetdicom(cfg: Config, tmp_dir: str) -> None:
     # the handler gets event.dataset_path.  The temporary file lives in the store's tmp/
     # folder, on the same filesystem as the store.
     compat.receive_data_sets_to_files()
+    # ...with the stored file's File Meta already, so that the ingest renames the received
+    # file into place (one write of the data set, not two) ...
+    compat.write_received_file_meta(received_file_meta)
+    # ... and each UID of a DIMSE primitive validated once, not again for the response.
+    compat.remember_valid_uids()
     # C-GET/C-MOVE sub-operations stream the stored files (scp.net.retrieve).
     compat.send_data_sets_from_files()
     compat.resolve_stored_sends()

@@ -18,7 +18,10 @@ Outside it:
   :class:`AssociationHook`, :class:`RequestHandlerHook` and the reactor internals below)
   are not used: pynetdicom's own reactors run (:mod:`scp.net.server`);
 * :func:`partial_dataset_file` answers ``None`` (a data set file left by a transfer cut
-  short is then removed at the next start-up, with the rest of the store's ``tmp/``).
+  short is then removed at the next start-up, with the rest of the store's ``tmp/``);
+* :func:`write_received_file_meta` and :func:`remember_valid_uids` change nothing: the
+  received file keeps pynetdicom's File Meta (the ingest then writes the stored file
+  instead of renaming the received one) and every UID is validated as pynetdicom does.
 
 The other accesses have no fallback and are made on every version: the switches of
 ``pynetdicom._config`` (the configuration module pynetdicom's user guide documents),
@@ -37,6 +40,10 @@ function / class                   pynetdicom name (3.0.4)
 :func:`cap_send_pdu`               ``DIMSEServiceProvider.maximum_pdu_size`` as
                                    ``send_msg`` fragments a message with it
 :func:`accept_unknown_storage`     ``_config.UNRESTRICTED_STORAGE_SERVICE``
+:func:`write_received_file_meta`   ``dimse_messages.create_file_meta``,
+                                   ``dimse_messages.write_file_meta_info`` as
+                                   ``DIMSEMessage.decode_msg`` calls them
+:func:`remember_valid_uids`        ``dimse_primitives.set_uid``
 :data:`MODE_ACCEPTOR`              ``_globals.MODE_ACCEPTOR``
 :func:`register_server`            ``AE._servers``
 :func:`set_association_server`     ``Association._server``
@@ -65,12 +72,12 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Iterator
-from typing import IO, Any, cast
+from collections.abc import Callable, Iterator
+from typing import IO, Any, NamedTuple, cast
 
 import pynetdicom
 from pydicom.dataset import Dataset
-from pynetdicom import _config, _globals, evt
+from pynetdicom import _config, _globals, dimse_messages, dimse_primitives, evt
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
@@ -209,6 +216,130 @@ def accept_unknown_storage(enabled: bool) -> None:
     """With ``enabled``, storage SOP classes pynetdicom does not know are accepted too
     (a C-STORE-RQ on any accepted context goes to the ``EVT_C_STORE`` handler)."""
     _config.UNRESTRICTED_STORAGE_SERVICE = enabled
+
+
+# -- received data sets: the File Meta written while they arrive ------------------------------
+
+#: ``writer(assoc, sop_class_uid, sop_instance_uid, transfer_syntax_uid) -> bytes``: the
+#: encoded File Meta Information group (PS3.10 7.1, no preamble) of a data set received
+#: on ``assoc``, from the C-STORE-RQ's Affected SOP Class/Instance UID and the accepted
+#: presentation context's transfer syntax.
+FileMetaWriter = Callable[[Association, str, str, str], bytes]
+
+_meta_writer: FileMetaWriter | None = None
+_decoding = threading.local()
+
+
+class _FileMetaRequest(NamedTuple):
+    """The arguments pynetdicom's ``decode_msg`` gives ``create_file_meta`` (same names)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+
+
+_FILE_META_ARGUMENTS = frozenset(_FileMetaRequest._fields)
+
+
+def write_received_file_meta(writer: FileMetaWriter | None) -> None:
+    """Let the node write the File Meta of each data set received to a file.
+
+    With :func:`receive_data_sets_to_files`, pynetdicom writes preamble, its own File Meta
+    (its implementation UID, no AE titles) and then the data set fragments as they arrive.
+    After this call (process-wide; ``None`` restores pynetdicom's meta) it writes the
+    bytes ``writer`` returns instead, so that the received file already is the file the
+    node stores and can be renamed into place rather than copied. If ``writer`` raises,
+    pynetdicom's own meta is written (the node then writes its stored file as before).
+    Nothing changes outside :func:`supported`.
+    """
+    global _meta_writer
+    if not supported():
+        _meta_writer = None
+        return
+    _meta_writer = writer
+    message_class = dimse_messages.DIMSEMessage
+    if getattr(message_class.decode_msg, "_tracks_association", False):
+        return
+    decode_msg = message_class.decode_msg
+    create_file_meta = dimse_messages.create_file_meta
+    write_file_meta_info = dimse_messages.write_file_meta_info
+
+    def tracking_decode_msg(self: Any, primitive: Any, assoc: Any = None) -> bool:
+        _decoding.assoc = assoc
+        try:
+            return bool(decode_msg(self, primitive, assoc))
+        finally:
+            _decoding.assoc = None
+
+    def node_create_file_meta(**kwargs: Any) -> Any:
+        if _meta_writer is None or set(kwargs) != _FILE_META_ARGUMENTS:
+            return create_file_meta(**kwargs)
+        return _FileMetaRequest(*(str(kwargs[name]) for name in _FileMetaRequest._fields))
+
+    def node_write_file_meta_info(fp: Any, meta: Any, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(meta, _FileMetaRequest):
+            write_file_meta_info(fp, meta, *args, **kwargs)
+            return
+        writer = _meta_writer
+        assoc = getattr(_decoding, "assoc", None)
+        try:
+            if writer is None or assoc is None:
+                raise LookupError("no File Meta writer for this association")
+            encoded = writer(assoc, *meta)
+        except Exception:
+            encoded = None
+        if encoded is None:
+            write_file_meta_info(fp, create_file_meta(**meta._asdict()))
+        else:
+            fp.write(encoded)
+
+    tracking_decode_msg._tracks_association = True  # type: ignore[attr-defined]
+    message_class.decode_msg = tracking_decode_msg  # type: ignore[method-assign]
+    dimse_messages.create_file_meta = node_create_file_meta
+    dimse_messages.write_file_meta_info = node_write_file_meta_info  # type: ignore[assignment]
+
+
+#: Validated UIDs :func:`remember_valid_uids` keeps (the set is emptied when full).
+VALID_UIDS_KEPT = 4096
+
+
+def remember_valid_uids() -> None:
+    """Validate each UID of a DIMSE primitive once.
+
+    pynetdicom validates a UID (pydicom's UID checks and its own) every time one is set on
+    a DIMSE primitive: decoding a C-STORE-RQ sets Affected SOP Class/Instance UID, and the
+    C-STORE-RSP copies both from it, so each UID of each instance is validated twice or
+    more. After this call (idempotent, process-wide) a UID that passed validation is not
+    validated again while it is among the last :data:`VALID_UIDS_KEPT`; a UID that failed
+    is validated (and fails) each time. Nothing changes outside :func:`supported`.
+    """
+    if not supported():
+        return
+    current = dimse_primitives.set_uid
+    if getattr(current, "_remembers", False):
+        return
+    valid: dict[str, Any] = {}
+
+    def set_uid(
+        value: Any,
+        name: str,
+        allow_empty: bool = True,
+        allow_none: bool = True,
+        validate: bool = True,
+    ) -> Any:
+        if validate and isinstance(value, str) and value:
+            known = valid.get(value)
+            if known is not None:
+                return known
+        uid = current(value, name, allow_empty, allow_none, validate)
+        if validate and isinstance(value, str) and uid:
+            if len(valid) >= VALID_UIDS_KEPT:
+                valid.clear()
+            valid[value] = uid
+        return uid
+
+    set_uid._remembers = True  # type: ignore[attr-defined]
+    dimse_primitives.set_uid = set_uid
 
 
 # -- the AE, its servers and their acceptors ---------------------------------------------------

@@ -31,7 +31,7 @@ from scp.services.find import (
     FindService,
     Model,
 )
-from scp.services.ingest import Ingestor, Received
+from scp.services.ingest import Ingestor, Received, stored_file_meta
 
 log = logging.getLogger("spacing_scp.association")
 inst_log = logging.getLogger("spacing_scp.instance")
@@ -82,6 +82,21 @@ def _called(assoc: Any) -> str:
 def _peer(assoc: Any) -> str:
     info = assoc.requestor.address_info
     return f"{info.address}:{info.port}"
+
+
+def received_file_meta(
+    assoc: Any, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str
+) -> bytes:
+    """The File Meta Information written while a C-STORE data set arrives
+    (:func:`scp.net.compat.write_received_file_meta`): the stored file's, so that the
+    ingest renames the received file into place instead of copying it."""
+    return stored_file_meta(
+        sop_class_uid,
+        sop_instance_uid,
+        transfer_syntax_uid,
+        _ae(assoc.requestor.ae_title),
+        _ae(assoc.acceptor.ae_title),
+    )
 
 
 class Handlers:
@@ -166,6 +181,9 @@ class Handlers:
                 )
         st = self.stats(assoc)
         if outcome.stored:
+            METRICS.inc(
+                "spacing_scp_stored_files_total", how="renamed" if outcome.renamed else "written"
+            )
             st.stored += 1
             st.bytes += size
             st.resends += int(outcome.resend)

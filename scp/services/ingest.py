@@ -79,6 +79,8 @@ class Outcome:
     stored_path: Path | None = None
     result: PipelineResult | None = None
     milliseconds: float = 0.0
+    #: The received file was renamed into place (not copied): see ``FileStore.put_received``.
+    renamed: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -197,27 +199,33 @@ class Ingestor:
         if result.edits and self.policy.coercion_status == "warning":
             code = status.WARNING_COERCION_OF_DATA_ELEMENTS
 
-        meta = file_meta_bytes(
-            sop_class_uid=sop_class,
-            sop_instance_uid=sop_uid,
-            transfer_syntax_uid=received.transfer_syntax_uid,
-            source_ae_title=rcv.calling_ae_title,
-            receiving_ae_title=self.ae_title,
-            implementation_class_uid=IMPLEMENTATION_CLASS_UID,
-            implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+        meta = stored_file_meta(
+            sop_class, sop_uid, received.transfer_syntax_uid, rcv.calling_ae_title, self.ae_title
         )
         entry = self._entry(
             rcv, received, header, result, relpath, code, sop_class, study_uid, series_uid
         )
         with self.store.locked(sop_uid):
             try:
-                pending = self.store.put(
-                    relpath,
-                    lambda fh: write_part10(fh, meta, received, header_bytes),
-                    original=(lambda fh: write_part10(fh, meta, received, None))
-                    if header_bytes is not None
-                    else None,
-                )
+                renamed = self._received_as_stored(received, meta)
+                if renamed:
+                    # Received into the store's tmp/ with this File Meta (the network
+                    # layer's receive seam): renamed into place, not copied.
+                    pending = self.store.put_received(
+                        relpath,
+                        received.path,
+                        (lambda fh: write_part10(fh, meta, received, header_bytes))
+                        if header_bytes is not None
+                        else None,
+                    )
+                else:
+                    pending = self.store.put(
+                        relpath,
+                        lambda fh: write_part10(fh, meta, received, header_bytes),
+                        original=(lambda fh: write_part10(fh, meta, received, None))
+                        if header_bytes is not None
+                        else None,
+                    )
             except OSError as exc:
                 if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                     raise
@@ -232,7 +240,9 @@ class Ingestor:
             entry.size_bytes = pending.size
             entry.original_path = str(relpath) if header_bytes is not None else None
             if self.journal is not None:
-                return self._journal(pending, entry, result, code)
+                outcome = self._journal(pending, entry, result, code)
+                outcome.renamed = renamed and outcome.stored
+                return outcome
             try:
                 resend = self._index(entry, result)
             except Exception as exc:
@@ -245,7 +255,9 @@ class Ingestor:
                     result=result,
                 )
             self.store.commit(pending)
-        return Outcome(code, sop_uid, resend=resend, stored_path=pending.path, result=result)
+        return Outcome(
+            code, sop_uid, resend=resend, stored_path=pending.path, result=result, renamed=renamed
+        )
 
     def _journal(
         self, pending: PendingFile, entry: InstanceEntry, result: PipelineResult, code: int
@@ -286,6 +298,19 @@ class Ingestor:
                 log.info("index transaction for %s lost a race; retrying", entry.sop_instance_uid)
                 time.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    def _received_as_stored(self, received: ReceivedFile, meta: bytes) -> bool:
+        """Whether the received file already is the file to store: in the store's ``tmp/``
+        folder, its File Meta Information exactly ``meta`` (PS3.10 7.1) and its data set
+        right behind it, as :func:`stored_file_meta` wrote it while the data set arrived."""
+        if received.path.parent != self.store.tmp or received.dataset_offset != 132 + len(meta):
+            return False
+        try:
+            with open(received.path, "rb") as fh:
+                fh.seek(132)
+                return fh.read(len(meta)) == meta
+        except OSError:
+            return False
 
     # -- steps -----------------------------------------------------------------------------
     @staticmethod
@@ -378,6 +403,31 @@ class Ingestor:
                 for e in result.edits
             ],
         )
+
+
+def stored_file_meta(
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    calling_ae_title: str,
+    node_ae_title: str,
+) -> bytes:
+    """The File Meta Information (PS3.10 7.1) of a stored instance, encoded (group 0002
+    with its group length, no preamble): the node as implementation, the calling AE as
+    Source and Sending AE Title (0002,0016)/(0002,0017), the node as Receiving AE Title
+    (0002,0018).  Written by the network layer while a data set arrives, and by
+    :class:`Ingestor` when it writes a stored file; the same bytes either way.  The UIDs
+    are normalized (``storage.uids.normalize_uid``), not checked again: the ingest checks
+    them once (PS3.5 9.1) and stores nothing whose UIDs fail."""
+    return file_meta_bytes(
+        sop_class_uid=normalize_uid(sop_class_uid),
+        sop_instance_uid=normalize_uid(sop_instance_uid),
+        transfer_syntax_uid=normalize_uid(transfer_syntax_uid),
+        source_ae_title=calling_ae_title,
+        receiving_ae_title=node_ae_title,
+        implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+        implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+    )
 
 
 def _decimals(value: float | None) -> int | None:
