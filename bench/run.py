@@ -942,12 +942,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--node-processes",
-        type=int,
+        type=_processes,
         default=1,
         metavar="N",
-        help="run the node with [node] processes = N (default 1, the production default)",
+        help="run the node with [node] processes = N (default 1, the production default); "
+        '"auto": one per core, the indexer counted, as the node resolves it',
     )
     return p
+
+
+def _processes(text: str) -> int:
+    """``--node-processes``: a number, or ``auto`` resolved as the node does
+    (:attr:`scp.config_tables.NodeConfig.receiving_processes` on a fixed port)."""
+    from scp.config_tables import NodeConfig
+
+    if text.strip().lower() == "auto":
+        return NodeConfig(processes="auto").receiving_processes
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number or auto") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

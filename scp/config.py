@@ -296,9 +296,9 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"node.{key}: must be greater than 0")
     if cfg.node.reactor not in ("event", "polling"):
         raise ConfigError('node.reactor: "event" or "polling"')
-    if not 1 <= cfg.node.processes <= 64:
-        raise ConfigError("node.processes: 1 to 64")
-    if cfg.node.processes > 1 and cfg.node.port == 0:
+    if cfg.node.processes != "auto" and not 1 <= cfg.node.processes <= 64:
+        raise ConfigError('node.processes: "auto" or 1 to 64')
+    if cfg.node.processes != "auto" and cfg.node.processes > 1 and cfg.node.port == 0:
         raise ConfigError("node.processes: several processes need a fixed node.port")
     if cfg.node.max_associations < 1:
         raise ConfigError("node.max_associations: at least 1")

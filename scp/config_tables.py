@@ -9,6 +9,7 @@ its table (``url: required``), which :mod:`scp.config` prefixes with the table's
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -100,8 +101,9 @@ class NodeConfig(_Section):
     #: Seconds running associations get to finish after SIGTERM/SIGINT.
     shutdown_grace_s: float = 30.0
     #: Receiving processes accepting from one listening socket; the first also serves
-    #: the HTTP API and the forwarding workers. 1: one process.
-    processes: int = 1
+    #: the HTTP API. 1: one process; "auto": one per core, the indexer process counting
+    #: as one (see :attr:`receiving_processes`).
+    processes: int | Literal["auto"] = 1
     #: How associations wait for network input: "event" (select on the socket, see
     #: scp/net/reactor.py) or "polling" (pynetdicom's stock 1 ms sleep loops).
     reactor: Literal["event", "polling"] = "event"
@@ -109,6 +111,27 @@ class NodeConfig(_Section):
     #: and answers; an indexer beside it, in its own process under ``serve``, indexes in
     #: batches, see scp/services/indexer.py) or "inline" (indexed before the answer).
     indexer: Literal["process", "inline"] = "process"
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _processes(cls, value: Any) -> Any:
+        """``"auto"`` (any case) or a whole number."""
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        return _whole_number(value, int)
+
+    @property
+    def receiving_processes(self) -> int:
+        """:attr:`processes` as a number. ``"auto"``: one receiving process per core this
+        process may run on, less one for the indexer process (``indexer = "process"``),
+        at least 1; 1 when ``port`` is 0 (an ephemeral port cannot be shared)."""
+        if self.processes != "auto":
+            return self.processes
+        if self.port == 0:
+            return 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        cores = cores or os.cpu_count() or 1
+        return max(1, cores - (self.indexer == "process"))
 
 
 class StorageConfig(_Section):

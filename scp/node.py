@@ -122,7 +122,7 @@ class Node:
         self.listen_fd = listen_fd
         check_data_dir(cfg.data_dir)
         self.store = FileStore(cfg.data_dir, tmp_name=store_tmp_name(cfg, worker))
-        if cfg.node.processes > 1:
+        if cfg.node.receiving_processes > 1:
             # Every receiving process counts into one folder; the first one serves the sums.
             folder = cfg.data_dir / "tmp" / f"metrics-{store_tmp_name(cfg)}"
             METRICS.use_multiprocess(folder, fresh=not worker)

@@ -81,6 +81,9 @@ def test_env_overrides_file(tmp_path: Path) -> None:
             "move_destinations: AE titles must be unique",
         ),
         ("move_destinations = 3\n", "move_destinations"),
+        ("[node]\nprocesses = 'many'\n", "node.processes"),
+        ("[node]\nprocesses = 0\n", "node.processes"),
+        ("[node]\nprocesses = 2.5\n", "node.processes"),
     ],
 )
 def test_wrong_key_or_value_names_the_key(tmp_path: Path, text: str, key: str) -> None:
@@ -173,3 +176,24 @@ def test_the_published_json_schema_is_current() -> None:
     assert published == json_schema(), "regenerate: python -m scp.config schema"
     assert set(published["properties"]) >= {"node", "http", "destinations", "swap_rules"}
     assert published["additionalProperties"] is False
+
+
+def test_processes_auto_is_one_per_core_with_the_indexer_counted(tmp_path: Path) -> None:
+    """``[node] processes = "auto"`` (issue 14): one receiving process per core the node may
+    run on, less one for the indexer process; 1 on an ephemeral port; an integer as is."""
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    cfg = load_config(None, environ={"SPACING_SCP_NODE_PROCESSES": "AUTO"})
+    assert cfg.node.processes == "auto"
+    assert cfg.node.receiving_processes == max(1, cores - 1)
+    inline = load_config(
+        None, environ={}, overrides={"node.processes": "auto", "node.indexer": "inline"}
+    )
+    assert inline.node.receiving_processes == cores
+    ephemeral = load_config(None, environ={}, overrides={"node.processes": "auto", "node.port": 0})
+    assert ephemeral.node.receiving_processes == 1
+    path = tmp_path / "c.toml"
+    path.write_text("[node]\nprocesses = 3\n")
+    assert load_config(path, environ={}).node.receiving_processes == 3
+    assert load_config(None, environ={"SPACING_SCP_NODE_PROCESSES": " 2 "}).node.processes == 2

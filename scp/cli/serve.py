@@ -77,7 +77,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     read end-of-file and stop (:func:`_watch_lifeline`), so none outlives it.
     """
     cfg = configuration(args)
-    _setup_logging(cfg.logging.level, cfg.node.processes + (cfg.node.indexer == "process"))
+    _setup_logging(
+        cfg.logging.level, cfg.node.receiving_processes + (cfg.node.indexer == "process")
+    )
     from scp.node import IndexerProcess, Node, StartupError
 
     stop = threading.Event()
@@ -125,7 +127,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             fd = node.listening_fd()
             children += [
                 _spawn(argv, ["--worker", str(i), "--listen-fd", str(fd)], lifeline[0], fd)
-                for i in range(1, cfg.node.processes)
+                for i in range(1, cfg.node.receiving_processes)
             ]
     except BaseException:
         if lifeline is not None:

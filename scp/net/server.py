@@ -383,7 +383,7 @@ def start_listener(
             network_timeout=node.network_timeout,
             max_pdu_size=node.max_pdu_size,
             max_connections=2 * node.max_associations + 2,
-            shared_listener=node.processes > 1,
+            shared_listener=node.receiving_processes > 1,
             listen_fd=listen_fd,
             event_reactor=node.reactor == "event",
         ),
