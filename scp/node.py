@@ -122,10 +122,10 @@ class Node:
         self.listen_fd = listen_fd
         check_data_dir(cfg.data_dir)
         self.store = FileStore(cfg.data_dir, tmp_name=store_tmp_name(cfg, worker))
-        if cfg.node.receiving_processes > 1:
-            # Every receiving process counts into one folder; the first one serves the sums.
-            folder = cfg.data_dir / "tmp" / f"metrics-{store_tmp_name(cfg)}"
-            METRICS.use_multiprocess(folder, fresh=not worker)
+        if cfg.node.receiving_processes > 1 or (external_indexer and not worker):
+            # Every process of the node (receiving processes, the indexer process) counts
+            # into one folder; the first one serves the sums.
+            METRICS.use_multiprocess(metrics_folder(cfg), fresh=not worker)
         self.engine: Engine = make_engine(cfg.database_url)
         ensure_schema(self.engine)
         self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
@@ -340,6 +340,11 @@ class Node:
             self.engine.dispose()
 
 
+def metrics_folder(cfg: Config) -> Path:
+    """Where the processes of one node count (``prometheus_client`` multiprocess mode)."""
+    return cfg.data_dir / "tmp" / f"metrics-{store_tmp_name(cfg)}"
+
+
 class IndexerProcess:
     """The indexer process of ``serve`` with ``[node] indexer = "process"``: indexes the
     receiving processes' journals in batches and runs the forwarding workers, on the
@@ -348,6 +353,8 @@ class IndexerProcess:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        # its index lag and forwarding counts reach /metrics of the first process
+        METRICS.use_multiprocess(metrics_folder(cfg), fresh=False)
         self.store = FileStore(cfg.data_dir, tmp_name=store_tmp_name(cfg) + "-indexer")
         self.engine: Engine = make_engine(cfg.database_url)
         ensure_schema(self.engine)

@@ -201,3 +201,37 @@ def test_extra_process_ending_leaves_the_listener_to_the_others(
     paths = [write_ct(tmp_path / f"after-{i}.dcm", instance_number=i) for i in range(3)]
     assert [r.status for r in send_files(node.port, paths)] == [status.SUCCESS] * 3
     assert node.stop(signal.SIGTERM) == 0
+
+
+def test_metrics_of_the_indexer_process_reach_the_first_process(
+    node_process: Any, tmp_path: Path
+) -> None:
+    """``[node] indexer = "process"`` (the default): the index lag histogram (one
+    observation per instance) and the forwarding counts are made in the indexer process;
+    ``/metrics``, served by the first process, sums every process of the node (issue 14)."""
+    config = tmp_path / "node.toml"
+    config.write_text(
+        "[[destinations]]\nname = 'nowhere'\nae_title = 'NOWHERE'\nhost = '127.0.0.1'\n"
+        "port = 9\nretry_initial_s = 3600\nretry_max_s = 3600\n"
+    )
+    node = node_process(data_dir=tmp_path / "data", config=config)
+    study, series = new_uid(), new_uid()
+    files = [write_ct(tmp_path / f"{i}.dcm", study=study, series=series) for i in range(4)]
+    assert all(r.status == status.SUCCESS for r in send_files(node.port, files))
+    deadline = time.monotonic() + 30
+    while True:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{node.http_port}/metrics", timeout=10
+        ) as rsp:
+            families = {f.name: f for f in text_string_to_metric_families(rsp.read().decode())}
+        # a family with nothing counted yet is not listed at all
+        lag_family = families.get("spacing_scp_index_lag_seconds")
+        lag = {s.name: s.value for s in lag_family.samples} if lag_family else {}
+        forward = families.get("spacing_scp_forward_sent")
+        sent = forward.samples if forward is not None else []
+        if lag.get("spacing_scp_index_lag_seconds_count") == 4.0 and sent:
+            break
+        assert time.monotonic() < deadline, (lag, sent)
+        time.sleep(0.2)
+    assert {s.labels["destination"] for s in sent} == {"nowhere"}
+    assert node.stop(signal.SIGTERM) == 0

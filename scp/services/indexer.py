@@ -171,7 +171,7 @@ class Indexer:
 
     def _commit(self, batch: list[journal.Record]) -> None:
         ends: dict[str, int] = {}
-        newest = 0.0
+        acked: list[float] = []
         with write_session(self.sessions) as session:
             for record in batch:
                 item = JournalItem.decode(record.payload)
@@ -179,14 +179,19 @@ class Indexer:
                 if self.on_indexed is not None:
                     self.on_indexed(session, instance, item.entry, item.result)
                 ends[record.segment] = record.end
-                newest = max(newest, item.acked_at)
-            lag_ms = max(0.0, (time.time() - newest) * 1000)
+                acked.append(item.acked_at)
+            # the batch's oldest Success: the longest any of its instances waited
+            lag_ms = max(0.0, (time.time() - min(acked)) * 1000) if acked else 0.0
             conn = session.connection()
             for segment, end in ends.items():
                 journal.advance(conn, segment, end, lag_ms)
         if self._positions is not None:
             self._positions.update(ends)
-        METRICS.observe_ms("spacing_scp_index_lag_seconds", lag_ms)
+        committed = time.time()
+        for acked_at in acked:  # one observation per instance: its Success-to-indexed time
+            METRICS.observe_ms(
+                "spacing_scp_index_lag_seconds", max(0.0, committed - acked_at) * 1000
+            )
 
     def _drop(self, names: set[str]) -> None:
         """Delete sealed segments that are fully indexed, then their rows."""
