@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -294,6 +295,7 @@ class NodeReceiver:
         self.log_path: Path | None = None
         self.log_file: Any = None
         self.start_rss_kb: int | None = None
+        self.http_port = 0
 
     def describe(self) -> str:
         extra = (
@@ -308,6 +310,7 @@ class NodeReceiver:
     def start(self, run_dir: Path) -> int:
         self.data_dir = run_dir / "data"
         port, http_port = free_port(), free_port()
+        self.http_port = http_port
         cmd = [
             sys.executable,
             "-m",
@@ -391,6 +394,15 @@ class NodeReceiver:
             dest.stop()
         return code
 
+    def index_lag(self, expected: int, timeout_s: float = 30.0) -> dict[str, Any]:
+        """:func:`index_lag` once the node observed ``expected`` instances (not timed)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            lag = index_lag(self.http_port)
+            if lag.get("index_lag_count", 0) >= expected or time.monotonic() > deadline:
+                return lag
+            time.sleep(0.1)
+
     def forwarded(self, expected: int, timeout_s: float = 300.0) -> dict[str, int]:
         """Instances each live destination holds, once all have ``expected`` (or at the
         timeout): forwarding goes on after the senders exit and is not timed."""
@@ -472,6 +484,33 @@ class BareReceiver:
     def verify(self, expected: int) -> tuple[int, dict[str, Any]]:
         assert self.out_dir is not None
         return count_files(self.out_dir, "*.dcm"), {}
+
+
+def index_lag(http_port: int) -> dict[str, Any]:
+    """The node's Success-to-indexed times from its ``/metrics`` histogram
+    (``spacing_scp_index_lag_seconds``, one observation per instance): count, and the
+    99th percentile as the upper bound of the bucket it falls in, in ms."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{http_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as rsp:
+            text = rsp.read().decode()
+    except OSError as exc:
+        return {"index_lag_error": str(exc)}
+    buckets: list[tuple[float, float]] = []
+    for family in text_string_to_metric_families(text):
+        if family.name == "spacing_scp_index_lag_seconds":
+            buckets = sorted(
+                (float(s.labels["le"]), s.value)
+                for s in family.samples
+                if s.name.endswith("_bucket")
+            )
+    count = buckets[-1][1] if buckets else 0.0
+    if not count:
+        return {"index_lag_count": 0, "index_lag_p99_ms": None}
+    p99 = next(bound for bound, n in buckets if n >= 0.99 * count)
+    return {"index_lag_count": int(count), "index_lag_p99_ms": round(p99 * 1000, 1)}
 
 
 def index_facts(db: Path) -> dict[str, Any]:
@@ -640,6 +679,9 @@ def measure(
                 if isinstance(receiver, NodeReceiver) and receiver.live
                 else None
             )
+            lag = (
+                receiver.index_lag(workload.instances) if isinstance(receiver, NodeReceiver) else {}
+            )
         finally:
             exit_code = receiver.stop()
         if not alive:
@@ -648,6 +690,7 @@ def measure(
             if code != 0:
                 problems.append(f"storescu #{i} exited with {code}: {sender_tails[i]}")
         stored, extra = receiver.verify(workload.instances)
+        extra.update(lag)
         cpu = None
         if cpu_before is not None and cpu_after is not None:
             cpu = round(cpu_after - cpu_before, 2)
@@ -725,6 +768,8 @@ def summarize(name: str, workload: Workload, runs: list[RunResult]) -> dict[str,
         if rcv == "node":
             idle = [r.extra.get("idle_rss_mib") for r in mine]
             out[rcv]["idle_rss_mib"] = median_or_none(idle)
+            lags = [r.extra.get("index_lag_p99_ms") for r in mine]
+            out[rcv]["index_lag_p99_ms"] = max((x for x in lags if x is not None), default=None)
     dcmtk, node = out.get("dcmtk"), out.get("node")
     ratio = None
     if dcmtk and node and dcmtk["instances_per_s"]:
@@ -774,6 +819,7 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
         "node MB/s",
         "node RSS MiB",
         "node CPU ms/inst",
+        "lag p99 ms",
         "ratio",
         "target",
     ]
@@ -801,6 +847,7 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
                 fmt(n.get("mb_per_s"), 1),
                 fmt(n.get("peak_rss_mib"), 0),
                 fmt(n.get("cpu_ms_per_instance"), 1),
+                fmt(n.get("index_lag_p99_ms"), 0),
                 fmt(s["ratio"], 3),
                 target + mark,
             ]
