@@ -22,7 +22,8 @@ from pydicom import dcmread
 
 from scp.config import load_config
 from scp.node import Node
-from scp.services.ingest import Received
+from scp.services.ingest import Received, stored_file_meta
+from storage.part10 import read_received
 
 CACHE = Path(__file__).parent / ".cache"
 
@@ -42,13 +43,17 @@ def _round(mode: str, sources: list[Path], work: Path) -> str:
     node = Node(cfg, external_indexer=True)
     received = []
     for i, src in enumerate(sources):
-        target = work / "rx" / f"{mode}-{i}.dcm"
-        target.parent.mkdir(exist_ok=True)
-        shutil.copy(src, target)
+        # as the network layer leaves it: in the store's tmp/, with the stored File Meta
+        # (scp.net.compat.write_received_file_meta), so the ingest renames it into place
+        target = node.store.tmp / f"{mode}-{i}.dcm"
         ds = dcmread(src, stop_before_pixels=True)
-        received.append(
-            Received(target, str(ds.SOPClassUID), str(ds.SOPInstanceUID), "BENCH", "SPACING_SCP")
+        sop_class, sop_instance = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
+        meta = stored_file_meta(
+            sop_class, sop_instance, str(ds.file_meta.TransferSyntaxUID), "BENCH", cfg.node.ae_title
         )
+        raw = src.read_bytes()
+        target.write_bytes(raw[:128] + b"DICM" + meta + raw[read_received(src).dataset_offset :])
+        received.append(Received(target, sop_class, sop_instance, "BENCH", "SPACING_SCP"))
     wall, cpu = time.perf_counter(), time.process_time()
     for rcv in received:
         outcome = node.ingestor.ingest(rcv)
