@@ -62,6 +62,10 @@ class JournalItem:
         return item
 
 
+#: Seconds between looks at the journal while instances arrive (``poll_s`` when idle).
+BUSY_POLL_S = 0.002
+
+
 class Indexer:
     """Indexes the journal below ``directory`` into the index of ``sessions``."""
 
@@ -225,8 +229,11 @@ class Indexer:
                 self._positions = None
                 stop.wait(1.0)
                 continue
-            if count < self.batch_size:
+            if count == 0:
                 stop.wait(self.poll_s)
+            elif count < self.batch_size:
+                # instances are arriving: look again soon (the lag is one look plus a batch)
+                stop.wait(min(self.poll_s, BUSY_POLL_S))
         try:
             self.catch_up()
         except Exception:
