@@ -27,6 +27,7 @@ from scp.net.policy import describe_rejection
 from scp.services.find import (
     PATIENT_ROOT_SOP_CLASS_UID,
     SOP_CLASS_UID,
+    CFindRequest,
     FindResponse,
     FindService,
     Model,
@@ -222,7 +223,12 @@ class Handlers:
         sop_class = str(event.context.abstract_syntax)
         model: Model = "PATIENT" if sop_class == PATIENT_ROOT_SOP_CLASS_UID else "STUDY"
         negotiated = sop_class in self.stats(event.assoc).relational
-        yield from self.find.handle(event, model, negotiated)
+        request = CFindRequest(
+            calling_ae_title=_ae(event.assoc.requestor.ae_title),
+            identifier=lambda: event.identifier,
+            is_cancelled=lambda: bool(event.is_cancelled),
+        )
+        yield from self.find.handle(request, model, negotiated)
 
     def on_sop_extended(self, event: Any) -> dict[str, bytes]:
         """SOP Class Extended Negotiation (PS3.4 C.5.1.1, C.5.2.1, C.5.3.1): relational

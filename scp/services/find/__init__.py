@@ -14,7 +14,8 @@ filtering.  One module per job:
   Modalities in Study, the spacing the node measured);
 * :mod:`.answer` -- a match as a pending response's identifier (PS3.4 C.4.1.1.3.2);
 * :mod:`.errors` -- :class:`FindError`, the failure a request ends with;
-* :mod:`.service` -- :class:`FindService`: runs a request, max results, cancel, statuses.
+* :mod:`.service` -- :class:`FindService`: runs a :class:`CFindRequest` (what the network
+  layer received), max results, cancel, statuses.
 
 Nothing here imports the network layer (``scp.net``, pynetdicom) or HTTP (``scp.api``).
 """
@@ -45,7 +46,7 @@ from scp.services.find.keys import (
     Model,
     resolve_key,
 )
-from scp.services.find.service import BATCH_SIZE, FindResponse, FindService
+from scp.services.find.service import BATCH_SIZE, CFindRequest, FindResponse, FindService
 
 __all__ = [
     "ALL_LEVELS",
@@ -59,6 +60,7 @@ __all__ = [
     "SPECIFIC_CHARACTER_SET",
     "UNIQUE_KEYS",
     "UTF8",
+    "CFindRequest",
     "Criterion",
     "FindError",
     "FindRequest",

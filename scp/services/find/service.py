@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -44,6 +45,18 @@ BATCH_SIZE = 200
 
 #: One C-FIND response: (status code or status dataset, identifier or ``None``).
 FindResponse = tuple[int | Dataset, Dataset | None]
+
+
+@dataclass(frozen=True)
+class CFindRequest:
+    """A C-FIND-RQ as the network layer received it (PS3.7 9.1.2.1)."""
+
+    #: The requester's AE title (PS3.8 9.3.2), padding stripped.
+    calling_ae_title: str
+    #: Decodes the request's Identifier; raises when its bytes cannot be decoded.
+    identifier: Callable[[], Dataset]
+    #: Whether the requester sent C-CANCEL for this request (PS3.7 9.3.2.3).
+    is_cancelled: Callable[[], bool] = lambda: False
 
 
 class FindService:
@@ -75,24 +88,23 @@ class FindService:
 
     # -- the network layer's C-FIND event ------------------------------------------------
     def handle(
-        self, event: Any, model: Model = "STUDY", negotiated_relational: bool = False
+        self, request: CFindRequest, model: Model = "STUDY", negotiated_relational: bool = False
     ) -> Iterator[FindResponse]:
-        """The ``evt.EVT_C_FIND`` handler: (status, identifier) pairs, pendings first.
+        """The C-FIND SCP's answer to one request: (status, identifier) pairs, pendings
+        first.
 
-        ``event`` is the network layer's C-FIND event (``assoc.requestor.ae_title``,
-        ``identifier``, ``is_cancelled``); ``model`` the information model of its
-        presentation context (``STUDY`` or ``PATIENT`` root); ``negotiated_relational``
-        the requester asked for relational queries (PS3.4 C.4.1.1.1).  Each request is
-        logged and counted in ``spacing_scp_find_total`` / ``spacing_scp_find_seconds``.
+        ``request`` is what the network layer saw (:class:`CFindRequest`); ``model`` the
+        information model of its presentation context (``STUDY`` or ``PATIENT`` root);
+        ``negotiated_relational`` the requester asked for relational queries (PS3.4
+        C.4.1.1.1).  Each request is logged and counted in ``spacing_scp_find_total`` /
+        ``spacing_scp_find_seconds``.
         """
         started = time.monotonic()
-        calling = event.assoc.requestor.ae_title
-        if isinstance(calling, bytes):
-            calling = calling.decode("ascii", errors="replace")
+        calling = request.calling_ae_title
         outcome: dict[str, Any] = {"level": "-", "matches": 0, "status": status.SUCCESS}
         try:
             try:
-                identifier = event.identifier
+                identifier = request.identifier()
             except Exception:
                 log.warning("C-FIND from %s: identifier cannot be decoded", calling)
                 outcome["status"] = status.FIND_ERROR_UNABLE_TO_PROCESS
@@ -105,7 +117,7 @@ class FindService:
                 outcome["end"] = " (index behind: acknowledged instances may be missing)"
             yield from self.find(
                 identifier,
-                lambda: bool(event.is_cancelled),
+                request.is_cancelled,
                 outcome,
                 model=model,
                 relational=self.relational or negotiated_relational,
@@ -119,7 +131,7 @@ class FindService:
             log.info(
                 "C-FIND level=%s from=%s matches=%d status=0x%04X%s ms=%.1f",
                 outcome["level"],
-                str(calling).strip(),
+                calling,
                 outcome["matches"],
                 code,
                 outcome.get("end", ""),
