@@ -101,8 +101,13 @@ def _store_files(data: Path) -> set[str]:
 
 
 def _tmp_files(data: Path) -> list[Path]:
-    """Files in the receive area (``tmp/``, or the node's own folder below it)."""
-    return [p for p in (data / "tmp").rglob("*") if p.is_file()]
+    """Files in the receive area (``tmp/``, or the node's own folder below it); the
+    running processes' metrics (``tmp/metrics-<host>-<port>/``) are not transfers."""
+    return [
+        p
+        for p in (data / "tmp").rglob("*")
+        if p.is_file() and not p.parent.name.startswith("metrics-")
+    ]
 
 
 def _config(tmp: Path) -> Path:
