@@ -17,8 +17,15 @@ import shutil
 from pathlib import Path
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 #: Histogram bucket bounds, in seconds (1 ms to 10 s).
 LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10)
@@ -69,6 +76,15 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("status",),
     ),
 }
+#: Gauge name -> (help text, label names): values a process sets (``Metrics.set``). With
+#: several processes ``/metrics`` shows, per label set, the largest value among the live
+#: processes (``prometheus_client``'s ``livemax``).
+GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "spacing_scp_forward_destination_down": (
+        "1 while the forwarding destination cannot be reached (no association), else 0",
+        ("destination",),
+    ),
+}
 #: Histogram name -> help text (no labels; values in seconds).
 HISTOGRAMS: dict[str, str] = {
     "spacing_scp_store_seconds": "Time from receive to answer per instance",
@@ -103,6 +119,10 @@ class Metrics:
             name: Histogram(name, text, buckets=LATENCY_BUCKETS_S, registry=self.registry)
             for name, text in HISTOGRAMS.items()
         }
+        self._gauges = {
+            name: Gauge(name, text, labels, registry=self.registry, multiprocess_mode="livemax")
+            for name, (text, labels) in GAUGES.items()
+        }
 
     def use_multiprocess(self, directory: Path, *, fresh: bool) -> None:
         """Count in files under ``directory``, shared by the node's processes (sets
@@ -124,6 +144,17 @@ class Metrics:
         """Add ``value`` to the counter ``name`` (a key of :data:`COUNTERS`)."""
         counter = self._counters[name]
         (counter.labels(**labels) if labels else counter).inc(value)
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        """Set the gauge ``name`` (a key of :data:`GAUGES`) to ``value``."""
+        gauge = self._gauges[name]
+        (gauge.labels(**labels) if labels else gauge).set(value)
+
+    def process_ended(self, pid: int) -> None:
+        """Forget the gauges of a process of the node that ended (its counters and
+        histograms stay in the sums); nothing outside multiprocess mode."""
+        if self.multiprocess_dir is not None:
+            mark_process_dead(pid, str(self.multiprocess_dir))
 
     def observe_ms(self, name: str, value_ms: float) -> None:
         """Record ``value_ms`` milliseconds in the histogram ``name`` (in seconds)."""

@@ -207,7 +207,8 @@ def test_metrics_of_the_indexer_process_reach_the_first_process(
     node_process: Any, tmp_path: Path
 ) -> None:
     """``[node] indexer = "process"`` (the default): the index lag histogram (one
-    observation per instance) and the forwarding counts are made in the indexer process;
+    observation per instance), the forwarding counts and a destination's down state are
+    made in the indexer process;
     ``/metrics``, served by the first process, sums every process of the node (issue 14)."""
     config = tmp_path / "node.toml"
     config.write_text(
@@ -229,9 +230,15 @@ def test_metrics_of_the_indexer_process_reach_the_first_process(
         lag = {s.name: s.value for s in lag_family.samples} if lag_family else {}
         forward = families.get("spacing_scp_forward_sent")
         sent = forward.samples if forward is not None else []
-        if lag.get("spacing_scp_index_lag_seconds_count") == 4.0 and sent:
+        down_family = families.get("spacing_scp_forward_destination_down")
+        down = (
+            {s.labels["destination"]: s.value for s in down_family.samples} if down_family else {}
+        )
+        if lag.get("spacing_scp_index_lag_seconds_count") == 4.0 and sent and down:
             break
-        assert time.monotonic() < deadline, (lag, sent)
+        assert time.monotonic() < deadline, (lag, sent, down)
         time.sleep(0.2)
     assert {s.labels["destination"] for s in sent} == {"nowhere"}
+    # the destination nobody listens on is down, as the indexer process's worker found
+    assert down == {"nowhere": 1.0}
     assert node.stop(signal.SIGTERM) == 0

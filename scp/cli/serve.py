@@ -16,6 +16,7 @@ from typing import Any
 from scp.cli.common import EXIT_OK, EXIT_PROBLEM, CliError, configuration
 from scp.cli.parsing import INDEX_OPTIONS, Level, option
 from scp.config import ConfigError, integer, number
+from scp.metrics import METRICS
 
 SERVE_OPTIONS = (
     *INDEX_OPTIONS,
@@ -142,6 +143,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if child.poll() is None:
                 continue
             children.remove(child)
+            METRICS.process_ended(child.pid)  # its gauges (a destination "down") go with it
             if child is indexer_child and lifeline is not None:
                 # the journal keeps every acknowledged instance: a new indexer resumes
                 log.error(

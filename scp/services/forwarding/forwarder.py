@@ -187,10 +187,6 @@ class Forwarder:
             dest = _label(row["destination"])
             for state, count in row["counts"].items():
                 out[f'spacing_scp_forward_jobs{{destination="{dest}",state="{state}"}}'] = count
-            worker = self.workers.get(row["destination"])
-            if worker is not None:
-                key = f'spacing_scp_forward_destination_down{{destination="{dest}"}}'
-                out[key] = 1.0 if worker.health.down else 0.0
             age = row["oldest_pending_age_s"]
             key = f'spacing_scp_forward_oldest_pending_age_seconds{{destination="{dest}"}}'
             out[key] = float(age or 0.0)

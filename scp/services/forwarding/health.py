@@ -25,6 +25,7 @@ import random
 import time
 from collections.abc import Callable
 
+from scp.metrics import METRICS
 from storage.outbox import backoff_s
 
 log = logging.getLogger("spacing_scp.forward")
@@ -59,6 +60,13 @@ class DestinationHealth:
         self.refusals = 0
         self._since = time.monotonic()
         self.next_probe = 0.0
+        self._report()
+
+    def _report(self) -> None:
+        """``spacing_scp_forward_destination_down`` of this destination, from :attr:`down`."""
+        METRICS.set(
+            "spacing_scp_forward_destination_down", 1.0 if self.down else 0.0, destination=self.name
+        )
 
     @property
     def down(self) -> bool:
@@ -83,6 +91,7 @@ class DestinationHealth:
         if self.state != DOWN:
             self.state = DOWN
             self._since = time.monotonic()
+            self._report()
             log.warning(
                 "forward %s: destination down (%s); %s jobs waiting; probing every <= %g s",
                 self.name,
@@ -107,6 +116,7 @@ class DestinationHealth:
             )
             self.state = UP
             self._since = time.monotonic()
+            self._report()
         self.failures = 0
         return was_down
 
@@ -117,6 +127,7 @@ class DestinationHealth:
         if self.state != REFUSING:
             self.state = REFUSING
             self._since = time.monotonic()
+            self._report()
             log.warning(
                 "forward %s: destination refuses instances (%s); each is retried with"
                 " backoff, up to its max_attempts",
@@ -135,3 +146,4 @@ class DestinationHealth:
             )
         self.state = UP
         self.refusals = 0
+        self._report()
