@@ -379,6 +379,65 @@ def test_write_received_file_meta(
     assert fallback == stock == pynetdicom.PYNETDICOM_IMPLEMENTATION_UID
 
 
+def test_hold_back_write_errors(
+    serve: Callable[..., ThreadedAssociationServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``dimse_messages.NamedTemporaryFile``, written (``write``, ``file.flush``) by
+    ``decode_msg`` and closed by the Storage SCP: a write error while a data set arrives
+    reaches the handler through ``receive_error`` and the association goes on; without
+    the seam the same error aborts the association."""
+    import errno
+
+    from pynetdicom import dimse_messages
+
+    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", True)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stock = dimse_messages.NamedTemporaryFile
+    full_after = {"bytes": 4096}
+
+    class FillingFile:
+        """A real temporary file on a disk that is full after ``full_after`` bytes."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._file = stock(*args, **kwargs)
+            self.name = self._file.name
+            self.file = self._file.file
+            self.written = 0
+
+        def write(self, data: bytes) -> int:
+            self.written += len(data)
+            if self.written > full_after["bytes"]:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return int(self._file.write(data))
+
+        def fileno(self) -> int:
+            return int(self._file.fileno())
+
+        def close(self) -> None:
+            self._file.close()
+
+    monkeypatch.setattr(dimse_messages, "NamedTemporaryFile", FillingFile)
+    compat.hold_back_write_errors()
+    errors: list[int | None] = []
+
+    def on_store(event: Any) -> int:
+        error = compat.receive_error(event.dataset_path)
+        errors.append(None if error is None else error.errno)
+        return 0xA700 if error is not None else SUCCESS
+
+    server = serve([(evt.EVT_C_STORE, on_store)])
+    sent = dcmread(write_ct(tmp_path / "ct.dcm", rows=128, columns=128))
+    assoc = _associate(server, CTImageStorage)
+    assert assoc.send_c_store(sent).Status == 0xA700
+    full_after["bytes"] = 10**9  # space again: the same association stores it
+    assert assoc.send_c_store(sent).Status == SUCCESS
+    assoc.release()
+    assert errors == [errno.ENOSPC, None]
+    assert compat.receive_error(tmp_path / "nothing.dcm") is None
+
+
 def test_remember_valid_uids(monkeypatch: pytest.MonkeyPatch) -> None:
     """``dimse_primitives.set_uid``: every UID a DIMSE primitive is given goes through it
     (validated with ``_config.VALIDATORS["UI"]``); after the call a UID is validated once,

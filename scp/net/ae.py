@@ -79,6 +79,8 @@ def configure_pynetdicom(cfg: Config, tmp_dir: str) -> None:
     compat.write_received_file_meta(received_file_meta)
     # ... and each UID of a DIMSE primitive validated once, not again for the response.
     compat.remember_valid_uids()
+    # A disk filling up while a data set arrives gets 0xA700, not an A-ABORT.
+    compat.hold_back_write_errors()
     # C-GET/C-MOVE sub-operations stream the stored files (scp.net.retrieve).
     compat.send_data_sets_from_files()
     compat.resolve_stored_sends()

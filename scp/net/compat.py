@@ -44,6 +44,8 @@ function / class                   pynetdicom name (3.0.4)
                                    ``dimse_messages.write_file_meta_info`` as
                                    ``DIMSEMessage.decode_msg`` calls them
 :func:`remember_valid_uids`        ``dimse_primitives.set_uid``
+:func:`hold_back_write_errors`     ``dimse_messages.NamedTemporaryFile`` and how
+                                   ``decode_msg`` and the Storage SCP use its file
 :data:`MODE_ACCEPTOR`              ``_globals.MODE_ACCEPTOR``
 :func:`register_server`            ``AE._servers``
 :func:`set_association_server`     ``Association._server``
@@ -70,6 +72,7 @@ function / class                   pynetdicom name (3.0.4)
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -297,6 +300,78 @@ def write_received_file_meta(writer: FileMetaWriter | None) -> None:
     message_class.decode_msg = tracking_decode_msg  # type: ignore[method-assign]
     dimse_messages.create_file_meta = node_create_file_meta
     dimse_messages.write_file_meta_info = node_write_file_meta_info  # type: ignore[assignment]
+
+
+_receive_errors: dict[str, OSError] = {}
+_receive_errors_lock = threading.Lock()
+
+
+class _ReceiveFile:
+    """pynetdicom's temporary file of a C-STORE data set being received, holding back a
+    write error: the rest of the message's bytes are dropped, the file is emptied (its
+    space given back) and the error is kept for :func:`receive_error`."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.name: str = inner.name
+        self.error: OSError | None = None
+        self.file = self  # pynetdicom flushes through ``.file``
+
+    def write(self, data: bytes) -> int:
+        if self.error is None:
+            try:
+                return int(self._inner.write(data))
+            except OSError as exc:
+                self._failed(exc)
+        return len(data)
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self._inner.file.flush()
+            except OSError as exc:
+                self._failed(exc)
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        except OSError:
+            if self.error is None:
+                raise
+
+    def _failed(self, exc: OSError) -> None:
+        self.error = exc
+        with _receive_errors_lock:
+            _receive_errors[self.name] = exc
+        with contextlib.suppress(OSError, ValueError):
+            os.ftruncate(self._inner.fileno(), 0)
+
+
+def hold_back_write_errors() -> None:
+    """A write error (a full disk: ENOSPC, EDQUOT; or EIO) while pynetdicom writes a
+    received data set to its file (:func:`receive_data_sets_to_files`) no longer ends the
+    association with an A-ABORT: the message is received to its end, its file emptied,
+    and the ``EVT_C_STORE`` handler, asking :func:`receive_error`, answers a failure
+    status (PS3.4 B.2.3: 0xA700 for a full disk) that the sender can act on. Idempotent,
+    process-wide; nothing changes outside :func:`supported`."""
+    if not supported():
+        return
+    current = dimse_messages.NamedTemporaryFile
+    if getattr(current, "_holds_back", False):
+        return
+
+    def receive_file(*args: Any, **kwargs: Any) -> Any:
+        return _ReceiveFile(current(*args, **kwargs))
+
+    receive_file._holds_back = True  # type: ignore[attr-defined]
+    dimse_messages.NamedTemporaryFile = receive_file
+
+
+def receive_error(path: str | os.PathLike[str]) -> OSError | None:
+    """The write error :func:`hold_back_write_errors` held back for the data set file at
+    ``path`` (forgotten once asked), or ``None``."""
+    with _receive_errors_lock:
+        return _receive_errors.pop(os.fspath(path), None)
 
 
 #: Validated UIDs :func:`remember_valid_uids` keeps (the set is emptied when full).

@@ -23,6 +23,7 @@ from pynetdicom import evt
 
 from scp import status
 from scp.metrics import METRICS
+from scp.net import compat
 from scp.net.policy import describe_rejection
 from scp.services.find import (
     PATIENT_ROOT_SOP_CLASS_UID,
@@ -155,6 +156,7 @@ class Handlers:
             calling_ae_title=_ae(assoc.requestor.ae_title),
             called_ae_title=_called(assoc),
             peer_address=_peer(assoc),
+            receive_error=compat.receive_error(event.dataset_path),
         )
         try:
             size = rcv.path.stat().st_size

@@ -83,6 +83,7 @@ def discard_partial_dataset(event: Any) -> None:
     handle = compat.partial_dataset_file(event.assoc)
     if handle is None:
         return
+    compat.receive_error(handle.name)  # a write error held back for it is moot now
     with contextlib.suppress(OSError):
         handle.close()
     with contextlib.suppress(OSError):

@@ -66,6 +66,9 @@ class Received:
     calling_ae_title: str = ""
     called_ae_title: str = ""
     peer_address: str | None = None
+    #: Writing the received data set to ``path`` failed (the disk filled up while it
+    #: arrived): the file is incomplete and the instance is refused.
+    receive_error: OSError | None = None
 
 
 @dataclass
@@ -150,7 +153,22 @@ class Ingestor:
     def _fail(self, rcv: Received, code: int, comment: str) -> Outcome:
         return Outcome(code, normalize_uid(rcv.sop_instance_uid), comment=comment[:1024])
 
+    def _write_failed(self, rcv: Received, exc: BaseException, step: str) -> Outcome:
+        """A write that failed: 0xA700 Refused: Out of Resources when the disk is full
+        (PS3.4 B.2.3; the sender keeps the instance and tries again), 0x0110 otherwise."""
+        if out_of_space(exc):
+            log.error("data directory full while %s for %s: %s", step, rcv.sop_instance_uid, exc)
+            return self._fail(
+                rcv, status.REFUSED_OUT_OF_RESOURCES, "no space left on the data directory"
+            )
+        log.error("%s failed for %s: %s", step, rcv.sop_instance_uid, exc)
+        return self._fail(
+            rcv, status.PROCESSING_FAILURE, status.error_comment(f"{step} failed", exc)
+        )
+
     def _ingest(self, rcv: Received) -> Outcome:
+        if rcv.receive_error is not None:
+            return self._write_failed(rcv, rcv.receive_error, "receiving the data set")
         if self.max_instance_bytes:
             size = rcv.path.stat().st_size
             if size > self.max_instance_bytes:
@@ -227,7 +245,7 @@ class Ingestor:
                         else None,
                     )
             except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                if not out_of_space(exc):
                     raise
                 # The store removed its partial file and kept any earlier copy.
                 log.error("data directory full while storing %s: %s", sop_uid, exc)
@@ -248,10 +266,13 @@ class Ingestor:
             except Exception as exc:
                 log.exception("index commit failed for %s; file removed", sop_uid)
                 self.store.rollback(pending)
+                full = out_of_space(exc)
                 return Outcome(
-                    status.PROCESSING_FAILURE,
+                    status.REFUSED_OUT_OF_RESOURCES if full else status.PROCESSING_FAILURE,
                     sop_uid,
-                    comment=status.error_comment("index commit failed", exc),
+                    comment="no space left for the index"
+                    if full
+                    else status.error_comment("index commit failed", exc),
                     result=result,
                 )
             self.store.commit(pending)
@@ -271,10 +292,13 @@ class Ingestor:
         except Exception as exc:
             log.exception("journal write failed for %s; file removed", entry.sop_instance_uid)
             self.store.rollback(pending)
+            full = out_of_space(exc)
             return Outcome(
-                status.PROCESSING_FAILURE,
+                status.REFUSED_OUT_OF_RESOURCES if full else status.PROCESSING_FAILURE,
                 entry.sop_instance_uid,
-                comment=status.error_comment("journal write failed", exc),
+                comment="no space left on the data directory"
+                if full
+                else status.error_comment("journal write failed", exc),
                 result=result,
             )
         self.store.commit(pending)
@@ -403,6 +427,19 @@ class Ingestor:
                 for e in result.edits
             ],
         )
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a full disk or quota (ENOSPC, EDQUOT), or a
+    database that says so (SQLite ``database or disk is full``)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "database or disk is full" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def stored_file_meta(
