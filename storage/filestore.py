@@ -46,6 +46,10 @@ class PendingFile:
     backup: Path | None
     original_relpath: Path | None = None
     original_backup: Path | None = None
+    #: Keep the original already stored for this instance although this file has none
+    #: of its own (a resend of the node's own corrected output: the original still
+    #: describes it).
+    keep_original: bool = False
 
 
 def fsync_dir(path: Path) -> None:
@@ -249,7 +253,7 @@ class FileStore:
             if backup is not None:
                 with contextlib.suppress(FileNotFoundError):
                     backup.unlink()
-        if pending.original_relpath is None:
+        if pending.original_relpath is None and not pending.keep_original:
             # An earlier copy of this instance may have been changed; its original no longer
             # describes what is stored.
             with contextlib.suppress(FileNotFoundError):

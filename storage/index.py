@@ -70,6 +70,10 @@ class IndexEntry:
     #: The instance's slice geometry as JSON rows (one per slice or frame; see
     #: :mod:`storage.positions`), ``None`` without plane geometry.
     geometry: list[dict[str, Any]] | None = None
+    #: A resend of the node's own corrected output (the sender resent a copy the node
+    #: forwarded): the stored file still carries that correction, so the instance's
+    #: recorded actions stay when this receipt made none.
+    keep_actions: bool = False
 
 
 @dataclass(frozen=True)
@@ -341,7 +345,8 @@ def record_instance(
         old_counts[1] -= int(old.original_path is not None)
         conn.execute(_INSTANCE_REPLACE, {"instance_key": instance_id, **values})
         conn.execute(_FINDINGS_DELETE, {"instance_key": instance_id})
-        conn.execute(_ACTIONS_DELETE, {"instance_key": instance_id})
+        if entry.actions or not entry.keep_actions:
+            conn.execute(_ACTIONS_DELETE, {"instance_key": instance_id})
     if entry.findings:
         conn.execute(
             _FINDINGS_INSERT,

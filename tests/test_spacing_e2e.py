@@ -107,6 +107,17 @@ def test_resending_the_corrected_copy_does_not_swap_it_back(
     assert [float(v) for v in out.PixelSpacing] == [0.5, 0.7]
     inst = _instance(node, out.SOPInstanceUID)
     assert "ALREADY_CORRECTED" in {f.code for f in inst.findings}
+    # the modality's original bytes stay kept, and the instance stays recorded as corrected
+    original = node.store.originals / _stored(node, src).relative_to(node.store.instances)
+    assert dataset_bytes(original) == dataset_bytes(src)
+    assert inst.original_path is not None
+    assert [(a.code, a.old, a.new) for a in inst.actions] == [
+        ("PIXEL_SPACING_SWAPPED", "0.7\\0.5", "0.5\\0.7")
+    ]
+    # a resend of the modality's original is corrected again, as the first time
+    assert send_files(node.port, [src], ae_title="CR3")[0].status == 0xB000
+    assert dataset_bytes(original) == dataset_bytes(src)
+    assert len(_instance(node, out.SOPInstanceUID).actions) == 1
 
 
 def test_coercion_status_success_policy(node_factory: Callable[..., Any], tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scp import __version__, status
+from scp.pipeline import ALREADY_CORRECTED
 from scp.pipeline.compare import decimals_of
 from scp.pipeline.model import InstanceContext, PipelineResult, Severity
 from scp.pipeline.policy import SpacingPolicy
@@ -223,9 +224,14 @@ class Ingestor:
         entry = self._entry(
             rcv, received, header, result, relpath, code, sop_class, study_uid, series_uid
         )
+        # A resend of the node's own corrected output (rule 7): the original it kept of
+        # the modality's bytes still describes the stored file, and stays.
+        resent_correction = ALREADY_CORRECTED in result.codes
         with self.store.locked(sop_uid):
+            keep_original = resent_correction and self.store.original_path(relpath).is_file()
             try:
-                renamed = self._received_as_stored(received, meta)
+                renamed = not keep_original or header_bytes is None
+                renamed = renamed and self._received_as_stored(received, meta)
                 if renamed:
                     # Received into the store's tmp/ with this File Meta (the network
                     # layer's receive seam): renamed into place, not copied.
@@ -241,7 +247,7 @@ class Ingestor:
                         relpath,
                         lambda fh: write_part10(fh, meta, received, header_bytes),
                         original=(lambda fh: write_part10(fh, meta, received, None))
-                        if header_bytes is not None
+                        if header_bytes is not None and not keep_original
                         else None,
                     )
             except OSError as exc:
@@ -256,7 +262,10 @@ class Ingestor:
                     result=result,
                 )
             entry.size_bytes = pending.size
-            entry.original_path = str(relpath) if header_bytes is not None else None
+            pending.keep_original = keep_original
+            kept = header_bytes is not None or keep_original
+            entry.original_path = str(relpath) if kept else None
+            entry.keep_actions = resent_correction
             if self.journal is not None:
                 outcome = self._journal(pending, entry, result, code)
                 outcome.renamed = renamed and outcome.stored
