@@ -133,3 +133,41 @@ def test_wake_pipes_are_closed_and_never_written_after_the_end(node: Any) -> Non
         assoc.release()
     _wait_no_associations(node, within_s=2.0)
     assert open_fds() <= before + 2
+
+
+def _associations(end: str) -> float:
+    """``spacing_scp_associations_total{end=...}`` as ``/metrics`` serves it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from scp.metrics import METRICS
+
+    for family in text_string_to_metric_families(METRICS.render()):
+        for sample in family.samples:
+            if sample.name == "spacing_scp_associations_total" and sample.labels["end"] == end:
+                return sample.value
+    return 0.0
+
+
+def test_a_release_is_counted_as_released_not_closed(node: Any, tmp_path: Path) -> None:
+    """dcmtk's storescu closes its connection the moment it has the A-RELEASE-RP: the
+    association must still end as ``released`` (it ended as ``closed`` about three times
+    in four when EVT_RELEASED came after the RP)."""
+    import subprocess
+
+    from tests.conftest import dcmtk_env, dcmtk_tool
+
+    storescu = dcmtk_tool("storescu")
+    src = write_ct(tmp_path / "ct.dcm")
+    released, closed = _associations("released"), _associations("closed")
+    for _ in range(8):
+        done = subprocess.run(
+            [storescu, "-aec", "SPACING_SCP", "127.0.0.1", str(node.port), str(src)],
+            env=dcmtk_env(),
+            capture_output=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 5
+    while _associations("released") < released + 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (_associations("released"), _associations("closed")) == (released + 8, closed)

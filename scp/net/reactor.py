@@ -20,8 +20,10 @@ This module makes both loops wait for the thing they are waiting *for* instead:
 
 Both waits still time out (:data:`IDLE_WAIT` seconds) so that pynetdicom's timers
 (ARTIM, the network idle timeout) are checked as before. The loop bodies are
-pynetdicom 3.0.4's, with only the sleep replaced; the state machine, PDU decoding, DIMSE
-and every event hook are unchanged. It is wired in through pynetdicom's documented
+pynetdicom 3.0.4's, with only the sleep replaced, and ``EVT_RELEASED`` triggered before
+the A-RELEASE-RP is sent rather than after (so that the peer's close, seen on the DUL
+thread, finds the association released); the state machine, PDU decoding, DIMSE and
+every other event hook are unchanged. It is wired in through pynetdicom's documented
 extension point, the ``request_handler`` of the association server
 (:class:`EventDrivenRequestHandler`). The same change, applied inside pynetdicom, is the
 upstream-able patch described in ``bench/README.md``.
@@ -261,11 +263,14 @@ class EventDrivenAssociation(compat.AssociationHook):
                 compat.serve_request(self, msg, cast(int, context_id))
 
             if self.is_established and self.acse.is_release_requested():
-                self.acse.send_release(is_response=True)
-                log.info("Association Released")
+                # Released before the A-RELEASE-RP goes out (pynetdicom: after): the peer
+                # closes the connection as soon as it has the RP, and EVT_CONN_CLOSE (on
+                # the DUL thread) must find the association released, not just "closed".
                 self.is_released = True
                 self.is_established = False
                 evt.trigger(self, evt.EVT_RELEASED, {})
+                self.acse.send_release(is_response=True)
+                log.info("Association Released")
                 self.kill()
                 return
 
