@@ -250,6 +250,8 @@ class Config(BaseSettings):
                 section["token"] = "***"
             out[name] = section
         out["storage"]["data_dir"] = str(self.data_dir)
+        if self.node.processes == "auto":  # and what it came to on this machine
+            out["node"]["processes"] = f"auto ({self.node.receiving_processes})"
         url = self.database_url
         if "@" in url:
             scheme, rest = url.split("://", 1)

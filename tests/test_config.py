@@ -187,6 +187,8 @@ def test_processes_auto_is_one_per_core_with_the_indexer_counted(tmp_path: Path)
     cfg = load_config(None, environ={"SPACING_SCP_NODE_PROCESSES": "AUTO"})
     assert cfg.node.processes == "auto"
     assert cfg.node.receiving_processes == max(1, cores - 1)
+    # the start-up log says what "auto" came to
+    assert cfg.effective()["node"]["processes"] == f"auto ({max(1, cores - 1)})"
     inline = load_config(
         None, environ={}, overrides={"node.processes": "auto", "node.indexer": "inline"}
     )
