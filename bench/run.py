@@ -986,8 +986,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--receivers",
         default=",".join(DEFAULT_RECEIVERS),
-        help="any of dcmtk,node,pynetdicom,pynetdicom-stock (default dcmtk,node; the"
-        " ratios need dcmtk). pynetdicom*: bench/bare_receiver.py, the floor under the node",
+        help=f"any of {','.join(RECEIVERS)} (default dcmtk,node; the ratio column needs"
+        " dcmtk, node/orthanc and node/pynetdicom their receivers). pynetdicom*:"
+        " bench/bare_receiver.py, the floor under the node; orthanc: Orthanc (apt-get install"
+        " orthanc), the peer a site would pick instead (issue 14)",
     )
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     p.add_argument("--keep", action="store_true", help="keep received files and logs")
