@@ -22,7 +22,11 @@ class InvalidUID(ValueError):
     """A UID that does not follow the UI grammar (PS3.5 9.1)."""
 
     def __init__(self, keyword: str, value: object, reason: str) -> None:
-        super().__init__(f"{keyword} {value!r} is not a valid UID: {reason} (PS3.5 9.1)")
+        if value is None or reason == "empty":
+            message = f"{keyword} is missing or empty"
+        else:
+            message = f"{keyword} {value!r} is not a valid UID: {reason} (PS3.5 9.1)"
+        super().__init__(message)
         self.keyword = keyword
         self.value = value
 

@@ -47,3 +47,16 @@ def test_anything_accepted_is_path_safe(text: str) -> None:
 def test_bad_uids_are_refused(bad: str) -> None:
     with pytest.raises(InvalidUID):
         check_uid(bad)
+
+
+def test_a_missing_uid_is_said_to_be_missing() -> None:
+    """The Error Comment of an instance without Study Instance UID reads as DICOM, not as
+    Python (it said ``StudyInstanceUID None is not a valid UID: empty``)."""
+    from storage.uids import InvalidUID, check_uid
+
+    for value in (None, "", " \x00"):
+        with pytest.raises(InvalidUID) as caught:
+            check_uid(value, "StudyInstanceUID")
+        assert str(caught.value) == "StudyInstanceUID is missing or empty"
+    with pytest.raises(InvalidUID, match=r"'1\.2\.a' is not a valid UID"):
+        check_uid("1.2.a", "StudyInstanceUID")
