@@ -32,6 +32,7 @@ import os
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -93,6 +94,20 @@ def discard_partial_dataset(event: Any) -> None:
 
 class PduLengthError(OSError):
     """A peer announced a PDU longer than the node accepts."""
+
+
+class _GuardSaidIt(logging.Filter):
+    """Drops pynetdicom's ERROR lines and traceback about a read that the PDU guard
+    stopped (``dul.py``: "Connection closed before the entire PDU was received"): the
+    guard logged one WARNING line naming the peer, and a port scan must not fill the log
+    with tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+        return not isinstance(exc, PduLengthError)
+
+
+logging.getLogger("pynetdicom.dul").addFilter(_GuardSaidIt())
 
 
 class _PduGuard:
