@@ -31,7 +31,7 @@ from pynetdicom.pdu_primitives import A_ABORT
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-from scp.net import compat, reactor
+from scp.net import compat, compat_receive, reactor
 from scp.status import SUCCESS
 from tests.conftest import dataset_bytes
 from tests.dicom_factory import write_ct
@@ -324,7 +324,7 @@ def test_write_received_file_meta(
     writer that raises, or none, gives pynetdicom's own File Meta."""
     monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", True)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(compat, "_meta_writer", compat._meta_writer)  # restored after
+    monkeypatch.setattr(compat_receive, "_meta_writer", compat_receive._meta_writer)
     calls: list[tuple[str, str, str, str]] = []
     refused_uid = "1.2.826.0.1.3680043.8.498.4242.9"
 
@@ -394,7 +394,7 @@ def test_hold_back_write_errors(
 
     monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", True)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    stock = dimse_messages.NamedTemporaryFile
+    stock = tempfile.NamedTemporaryFile  # pynetdicom's own (the node may have wrapped it)
     full_after = {"bytes": 4096}
 
     class FillingFile:

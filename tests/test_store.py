@@ -379,7 +379,7 @@ def test_received_file_is_renamed_into_place_with_the_same_bytes_as_a_written_on
     the stored file's File Meta, then renamed into place. The file is the same, byte for
     byte, as the one the node writes when pynetdicom wrote its own File Meta (the seam
     switched off, as on a pynetdicom outside the locked range)."""
-    from scp.net import compat
+    from scp.net import compat_receive
     from scp.net.handlers import received_file_meta
     from scp.services.ingest import IMPLEMENTATION_CLASS_UID
 
@@ -389,7 +389,7 @@ def test_received_file_is_renamed_into_place_with_the_same_bytes_as_a_written_on
     assert (_stored_files("renamed"), _stored_files("written")) == (renamed + 1, written)
     once = stored_path(node, src).read_bytes()
 
-    monkeypatch.setattr(compat, "_meta_writer", None)
+    monkeypatch.setattr(compat_receive, "_meta_writer", None)
     assert send_files(node.port, [src], ae_title="CT1")[0].status == status.SUCCESS
     assert (_stored_files("renamed"), _stored_files("written")) == (renamed + 1, written + 1)
     assert stored_path(node, src).read_bytes() == once
@@ -398,4 +398,4 @@ def test_received_file_is_renamed_into_place_with_the_same_bytes_as_a_written_on
     assert meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID  # the node's, not pynetdicom's
     assert not list(node.store.tmp.iterdir()), "temporary files left behind"
     monkeypatch.undo()
-    assert compat._meta_writer is received_file_meta
+    assert compat_receive._meta_writer is received_file_meta
