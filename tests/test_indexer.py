@@ -320,3 +320,30 @@ def test_no_process_outlives_the_first_even_after_sigkill(
         return not alive
 
     assert wait_until(gone, 60), "a child of the node outlived it"
+
+
+def test_series_geometry_states_stay_in_memory_between_instances_and_batches(
+    node_factory: Any, tmp_path: Path
+) -> None:
+    """Issue 14: the indexer folds each instance into its series' state as kept in memory
+    (not decoded from the index's JSON again), and the state it saves is the one the
+    inline path (which decodes every time) saves for the same instances."""
+    from storage.models import Series
+
+    series, files = _series(tmp_path, 30)
+    # a gap and a slice out of order, so the state has something to say
+    files = files[:10] + files[12:] + [files[10]]
+    states = {}
+    for mode in ("process", "inline"):
+        node = node_factory(make_config(tmp_path / mode, node={"indexer": mode}))
+        for start in range(0, len(files), 7):  # several associations: several batches
+            assert {r.status for r in send_files(node.port, files[start : start + 7])} == {0}
+        if node.indexer is not None:
+            kept = node.indexer.indexer.states
+            wait_until(lambda kept=kept: kept.hits + kept.misses >= len(files) - 1, 10)
+            assert kept.hits >= len(files) - 3, (kept.hits, kept.misses)
+        with node.sessions() as session:
+            row = session.scalar(select(Series).where(Series.series_instance_uid == series))
+            assert row is not None
+            states[mode] = (row.geometry_state, row.finding_codes)
+    assert states["process"] == states["inline"]

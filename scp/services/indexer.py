@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from scp.metrics import METRICS
 from scp.pipeline.model import PipelineResult
 from scp.series import DEFAULT_TOLERANCE, Tolerance
-from scp.services.indexing import InstanceEntry, index_instance
+from scp.services.indexing import InstanceEntry, SeriesStates, index_instance
 from storage import journal
 from storage.db import write_session
 from storage.index import IndexedInstance
@@ -88,6 +88,8 @@ class Indexer:
         self.owner = owner
         self.batch_size = batch_size
         self.poll_s = poll_s
+        #: Series geometry states kept in memory between instances and batches.
+        self.states = SeriesStates()
         self.indexed = 0
         self.failed = 0
         #: Committed journal positions, read once (``None``: read them again).
@@ -179,7 +181,7 @@ class Indexer:
         with write_session(self.sessions) as session:
             for record in batch:
                 item = JournalItem.decode(record.payload)
-                instance, _resend = index_instance(session, item.entry, self.tolerance)
+                instance, _resend = index_instance(session, item.entry, self.tolerance, self.states)
                 if self.on_indexed is not None:
                     self.on_indexed(session, instance, item.entry, item.result)
                 ends[record.segment] = record.end

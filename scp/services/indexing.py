@@ -14,6 +14,7 @@ the series state from the stored per-instance geometry (linear, and rare).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
@@ -127,26 +128,68 @@ def finding_codes(state: SeriesState, tolerance: Tolerance = DEFAULT_TOLERANCE) 
     return "," + ",".join(codes) + "," if codes else ""
 
 
+class SeriesStates:
+    """Series geometry states kept in memory between the instances an indexer folds (its
+    batches), so that each instance does not decode its series' state from JSON again.
+
+    A state is handed out only while the index still holds exactly the JSON it was saved
+    as (the text is compared: a transaction rolled back, another writer, a restart all
+    show as a different text), and it is taken out while it is folded (a fold that fails
+    half-way never leaves a half-changed state behind). At most ``limit`` series are kept
+    (the least recently folded go first). Not thread-safe: one per indexer thread.
+    """
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self._states: OrderedDict[int, tuple[str, SeriesState]] = OrderedDict()
+        #: States handed out (not decoded) and decoded, for tests and profiles.
+        self.hits = 0
+        self.misses = 0
+
+    def take(self, series_id: int, text: str) -> SeriesState:
+        """The state of ``series_id`` whose JSON the index holds as ``text``."""
+        kept = self._states.pop(series_id, None)
+        if kept is not None and kept[0] == text:
+            self.hits += 1
+            return kept[1]
+        self.misses += 1
+        return SeriesState.from_json(text)
+
+    def keep(self, series_id: int, text: str, state: SeriesState) -> None:
+        """``state`` was saved as ``text`` for ``series_id``."""
+        self._states[series_id] = (text, state)
+        self._states.move_to_end(series_id)
+        while len(self._states) > self.limit:
+            self._states.popitem(last=False)
+
+
 @dataclass(frozen=True)
 class SeriesGeometryFolder:
     """The :class:`storage.index.GeometryFold` of one instance: folds its ``slices`` into
-    the series that receives them, or rebuilds a series a resend touched."""
+    the series that receives them, or rebuilds a series a resend touched. ``states``: the
+    indexer's :class:`SeriesStates` (``None``: decode the state from the index each time)."""
 
     slices: Sequence[SliceGeometry]
     tolerance: Tolerance = DEFAULT_TOLERANCE
+    states: SeriesStates | None = None
 
     def __call__(self, conn: Connection, change: SeriesGeometryChange) -> tuple[str | None, str]:
         slices = self.slices if change.adds_instance else ()
         if change.rebuild or len(slices) > BATCH_THRESHOLD:
             state = rebuild(conn, change.series_id)
+        elif not change.geometry_state:
+            state = incremental(conn, change.series_id, change.instance_id, slices, SeriesState())
         else:
             state = (
-                SeriesState.from_json(change.geometry_state)
-                if change.geometry_state
-                else SeriesState()
+                self.states.take(change.series_id, change.geometry_state)
+                if self.states is not None
+                else SeriesState.from_json(change.geometry_state)
             )
             state = incremental(conn, change.series_id, change.instance_id, slices, state)
-        return state.to_json(), finding_codes(state, self.tolerance)
+        text = state.to_json()
+        if self.states is not None:
+            self.states.keep(change.series_id, text, state)
+        return text, finding_codes(state, self.tolerance)
 
 
 @dataclass
@@ -158,13 +201,17 @@ class InstanceEntry(IndexEntry):
 
 
 def index_instance(
-    session: Session, entry: InstanceEntry, tolerance: Tolerance = DEFAULT_TOLERANCE
+    session: Session,
+    entry: InstanceEntry,
+    tolerance: Tolerance = DEFAULT_TOLERANCE,
+    states: SeriesStates | None = None,
 ) -> tuple[IndexedInstance, bool]:
     """Index one instance and fold its slices into its series' geometry, in the caller's
     write transaction (:func:`storage.db.write_session`); return the instance row and
-    whether it was a resend (see :func:`storage.index.record_instance`)."""
+    whether it was a resend (see :func:`storage.index.record_instance`). ``states``: series
+    geometry states kept between calls (:class:`SeriesStates`, the indexer's)."""
     entry.geometry = slices_to_json(entry.slices) if entry.slices else None
-    return record_instance(session, entry, SeriesGeometryFolder(entry.slices, tolerance))
+    return record_instance(session, entry, SeriesGeometryFolder(entry.slices, tolerance, states))
 
 
 def series_state_name(
