@@ -1,0 +1,368 @@
+"""Retention (issue 20): what every destination holds can go, what it does not never does.
+
+:class:`Retention` runs one *pass* (:meth:`Retention.run_once`): it finishes deletions a
+crash interrupted (:func:`storage.retention.finish_pending`), takes the lock row nodes
+sharing a database take in turn, then deletes by the age rules (``keep_days``,
+``keep_flagged_days``) and by the watermark (``min_free_mb`` free on the data directory,
+``max_store_mb`` of instance files: the oldest deletable studies first).  Each batch is
+marked and committed, then its files are unlinked.  With ``only_when_delivered`` an
+instance is deletable only when none of its forward jobs is pending, in flight or dead.
+When the watermark cannot be met because only undelivered instances remain, the pass
+says so (log, :attr:`Retention.blocked`, the web page) and deletes nothing more; once the
+free space falls below ``[storage] min_free_mb`` C-STORE answers 0xA700 as before.
+
+:meth:`Retention.delete` is a person's deletion of a study, series or instance (CLI, HTTP):
+refused (:class:`Undelivered`) while a destination has not confirmed an instance of it,
+unless forced; recorded with its reason and who asked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from scp.config_tables import RetentionConfig
+from storage import retention as r
+from storage.db import write_session
+from storage.filestore import FileStore
+from storage.queries import NotFound
+
+log = logging.getLogger("spacing_scp.retention")
+
+MIB = 1024 * 1024
+Level = Literal["study", "series", "instance"]
+
+
+class Undelivered(RuntimeError):
+    """A person asked to delete instances a destination has not confirmed (not forced)."""
+
+    def __init__(self, level: str, uid: str, count: int) -> None:
+        super().__init__(
+            f"{count} instance(s) of {level} {uid} are not yet confirmed by every destination "
+            "(a forward job is pending, in flight or dead); force the deletion to delete them "
+            "anyway"
+        )
+        self.count = count
+
+
+@dataclass
+class PassResult:
+    """One pass: instances and bytes deleted, by reason; ``blocked``: why the watermark
+    could not be met (``None`` when it was, or is off)."""
+
+    instances: dict[str, int] = field(default_factory=dict)
+    bytes: dict[str, int] = field(default_factory=dict)
+    blocked: str | None = None
+    ran: bool = True
+
+
+@dataclass(frozen=True)
+class ManualResult:
+    """A person's deletion: what went, and the ``deletions`` rows recording it."""
+
+    level: str
+    uid: str
+    instances: int
+    bytes: int
+    deletion_ids: list[int]
+    forced: bool
+
+
+class Retention:
+    """The retention pass and manual deletions over one index and file store."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        store: FileStore,
+        policy: RetentionConfig,
+        *,
+        holder: str | None = None,
+        free_bytes: Callable[[], int] | None = None,
+    ) -> None:
+        """``holder``: this node's name in the lock row; ``free_bytes``: free space on the
+        data directory in bytes (the store's own by default; tests pass a figure)."""
+        self.sessions = sessions
+        self.store = store
+        self.policy = policy
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        self.free_bytes = free_bytes or store.free_bytes
+        #: Why the last pass could not meet the watermark (``None``: it could).
+        self.blocked: str | None = None
+
+    # -- the pass ----------------------------------------------------------------------------
+    def recover(self) -> r.Unlinked:
+        """Finish the deletions a crash left between commit and unlink (start-up)."""
+        done = r.finish_pending(self.sessions, self.store, settle_s=self.policy.settle_s)
+        if done.files or done.kept:
+            log.info(
+                "retention recovery: %d file(s) of committed deletions removed, %d kept "
+                "(rewritten by a resend)",
+                done.files,
+                done.kept,
+            )
+        return done
+
+    def run_once(self, now: datetime | None = None) -> PassResult:
+        """One pass (see the module); only the node holding the lock row deletes."""
+        self.recover()
+        if not r.try_lock(
+            self.sessions, self.holder, lease_s=max(60.0, 4 * self.policy.interval_s)
+        ):
+            return PassResult(ran=False)
+        result = PassResult()
+        try:
+            now = now or datetime.now(UTC)
+            self._by_age(now, result)
+            self._by_watermark(now, result)
+        finally:
+            r.unlock(self.sessions, self.holder)
+        if result.blocked and self.blocked is None:
+            log.warning("retention: %s", result.blocked)
+        elif self.blocked and result.blocked is None:
+            log.info("retention: the store is back under its watermark")
+        self.blocked = result.blocked
+        return result
+
+    def _settled(self, now: datetime, days: float) -> datetime:
+        return min(now - timedelta(days=days), now - timedelta(seconds=self.policy.settle_s))
+
+    def _by_age(self, now: datetime, result: PassResult) -> None:
+        p = self.policy
+        for reason, before, flagged_before in (
+            ("keep_days", self._settled(now, p.keep_days), now - timedelta(days=36500)),
+            (
+                "keep_flagged_days",
+                now - timedelta(days=36500),
+                self._settled(now, p.keep_flagged_days),
+            ),
+        ):
+            while True:
+                with write_session(self.sessions) as session:
+                    found = r.deletable(
+                        session,
+                        received_before=before,
+                        flagged_received_before=flagged_before,
+                        only_when_delivered=p.only_when_delivered,
+                        limit=p.batch_size,
+                    )
+                    deleted = r.delete_instances(
+                        session, found, reason=reason, actor="policy", level="series"
+                    )
+                self._finish(deleted, reason, result)
+                if len(found) < p.batch_size or not deleted.instances:
+                    break
+
+    def _need_bytes(self) -> int:
+        """Bytes to delete to get back under the watermark (0: under it, or it is off)."""
+        p = self.policy
+        need = 0
+        if p.min_free_mb:
+            need = max(need, p.min_free_mb * MIB - self.free_bytes())
+        if p.max_store_mb:
+            with self.sessions() as session:
+                size = r.figures(session, only_when_delivered=p.only_when_delivered).store_bytes
+            need = max(need, size - p.max_store_mb * MIB)
+        return need
+
+    def _by_watermark(self, now: datetime, result: PassResult) -> None:
+        p = self.policy
+        need = self._need_bytes()
+        while need > 0:
+            with write_session(self.sessions) as session:
+                found = r.oldest_studies(
+                    session,
+                    received_before=self._settled(now, 0),
+                    only_when_delivered=p.only_when_delivered,
+                    need_bytes=need,
+                    limit=p.batch_size,
+                )
+                deleted = r.delete_instances(
+                    session, found, reason="watermark", actor="policy", level="study"
+                )
+            self._finish(deleted, "watermark", result)
+            if not deleted.instances:
+                result.blocked = self._why_blocked(need)
+                return
+            need = self._need_bytes()
+
+    def _why_blocked(self, need: int) -> str:
+        with self.sessions() as session:
+            figures = r.figures(session, only_when_delivered=self.policy.only_when_delivered)
+        text = (
+            f"store over its retention watermark by {need // MIB} MiB and nothing more may be "
+            f"deleted: {figures.undelivered_bytes // MIB} MiB wait for a destination to "
+            "confirm them (forward jobs pending, in flight or dead)"
+        )
+        return text
+
+    def _finish(self, deleted: r.Deleted, reason: str, result: PassResult) -> None:
+        if not deleted.instances:
+            return
+        r.finish_pending(
+            self.sessions,
+            self.store,
+            settle_s=self.policy.settle_s,
+            deletion_ids=deleted.deletion_ids,
+        )
+        result.instances[reason] = result.instances.get(reason, 0) + deleted.instances
+        result.bytes[reason] = result.bytes.get(reason, 0) + deleted.bytes
+        log.info(
+            "retention (%s): deleted %d instance(s), %d bytes",
+            reason,
+            deleted.instances,
+            deleted.bytes,
+        )
+
+    # -- by hand ------------------------------------------------------------------------------
+    def delete(
+        self,
+        level: Level,
+        uid: str,
+        *,
+        actor: str,
+        force: bool = False,
+        reason: str | None = None,
+    ) -> ManualResult:
+        """Delete a study, series or instance by its UID.  Raises
+        :class:`storage.queries.NotFound` (nothing indexed under ``uid``) and
+        :class:`Undelivered` (an instance waits for a destination and ``force`` is off)."""
+        with write_session(self.sessions) as session:
+            found = r.in_scope(session, level, uid)
+            if not found:
+                raise NotFound(f"no {level} {uid} in the index")
+            waiting = r.undelivered_count(session, [c.instance_id for c in found])
+            if waiting and not force:
+                raise Undelivered(level, uid, waiting)
+            deleted = r.delete_instances(
+                session,
+                found,
+                reason="manual",
+                actor=actor,
+                level=level,
+                forced=bool(waiting),
+                comment=reason,
+            )
+        r.finish_pending(
+            self.sessions,
+            self.store,
+            settle_s=self.policy.settle_s,
+            deletion_ids=deleted.deletion_ids,
+        )
+        log.warning(
+            "%s deleted %s %s: %d instance(s), %d bytes%s%s",
+            actor,
+            level,
+            uid,
+            deleted.instances,
+            deleted.bytes,
+            f", {waiting} undelivered (forced)" if waiting else "",
+            f" ({reason})" if reason else "",
+        )
+        return ManualResult(
+            level, uid, deleted.instances, deleted.bytes, deleted.deletion_ids, bool(waiting)
+        )
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    """The store as the overview and ``/metrics`` show it (bytes): ``refusing`` says why
+    C-STORE answers 0xA700 now (``None``: it does not)."""
+
+    store_bytes: int
+    free_bytes: int
+    deletable_bytes: int
+    undelivered_bytes: int
+    refusing: str | None
+    deleted: dict[str, tuple[int, int]]
+
+
+def store_status(
+    session: Session, store: FileStore, policy: RetentionConfig, floor_bytes: int
+) -> StoreStatus:
+    """Store size, free space, deletable and undelivered bytes, deletions by reason, and
+    why the node refuses images (free space below ``[storage] min_free_mb``)."""
+    figures = r.figures(session, only_when_delivered=policy.only_when_delivered)
+    free = store.free_bytes()
+    refusing = None
+    if floor_bytes and free < floor_bytes:
+        refusing = (
+            f"free space {free // MIB} MiB is below [storage] min_free_mb "
+            f"({floor_bytes // MIB} MiB): C-STORE answers 0xA700; "
+            + (
+                f"{figures.undelivered_bytes // MIB} MiB wait for a destination to confirm "
+                "them and may not be deleted"
+                if policy.enabled
+                else "retention is off ([retention] enabled = false)"
+            )
+        )
+    return StoreStatus(
+        figures.store_bytes,
+        free,
+        figures.deletable_bytes if policy.enabled else 0,
+        figures.undelivered_bytes,
+        refusing,
+        r.deleted_by_reason(session),
+    )
+
+
+def store_gauges(status: StoreStatus) -> dict[str, float]:
+    """The retention gauges of ``/metrics`` (bytes; deletions by reason, all nodes)."""
+    out = {
+        "spacing_scp_store_bytes": float(status.store_bytes),
+        "spacing_scp_store_free_bytes": float(status.free_bytes),
+        "spacing_scp_store_deletable_bytes": float(status.deletable_bytes),
+        "spacing_scp_store_undelivered_bytes": float(status.undelivered_bytes),
+        "spacing_scp_store_refusing": 1.0 if status.refusing else 0.0,
+    }
+    for reason in r.REASONS:
+        count, size = status.deleted.get(reason, (0, 0))
+        out[f'spacing_scp_deleted_instances{{reason="{reason}"}}'] = float(count)
+        out[f'spacing_scp_deleted_bytes{{reason="{reason}"}}'] = float(size)
+    return out
+
+
+class RetentionThread:
+    """Runs :meth:`Retention.run_once` every ``interval_s`` on a thread (in the process
+    that forwards: the indexer process, or the first process with ``indexer = "inline"``)."""
+
+    def __init__(self, retention: Retention) -> None:
+        self.retention = retention
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Run a pass now (a receive crossed the watermark)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        try:
+            self.retention.recover()
+        except Exception:
+            log.exception("retention recovery failed; the next pass retries")
+        while not self._stop.is_set():
+            try:
+                self.retention.run_once()
+            except Exception:
+                log.exception(
+                    "retention pass failed; retrying in %.0f s", self.retention.policy.interval_s
+                )
+            self._wake.wait(self.retention.policy.interval_s)
+            self._wake.clear()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)

@@ -1,0 +1,201 @@
+"""Retention (issue 20): policies, deletion by a person, consistency of what remains.
+
+Real nodes on localhost ports, real SQLite files, a scripted pynetdicom PACS.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from sqlalchemy import func, select
+
+from scp.config import Destination
+from scp.services.retention import Undelivered
+from storage import retention
+from storage.models import Deletion, ForwardJob, Instance, PendingUnlink, Series
+from storage.queries import NotFound
+from tests.conftest import free_port, make_config, send_files
+from tests.dicom_factory import new_uid, write_ct
+from tests.pacs import Pacs, wait_until
+
+FAST_FORWARD = {"poll_s": 0.2, "lease_s": 5.0, "probe_interval_s": 0.5}
+
+
+def _dest(port: int) -> Destination:
+    return Destination(
+        name="pacs",
+        ae_title="PACS",
+        host="127.0.0.1",
+        port=port,
+        retry_initial_s=0.1,
+        retry_max_s=0.5,
+    )
+
+
+def _series(folder: Path, count: int, *, study: str | None = None, rows: int = 16) -> list[Path]:
+    study = study or new_uid()
+    series = new_uid()
+    return [
+        write_ct(
+            folder / f"{series[-12:]}-{i:04d}.dcm",
+            study=study,
+            series=series,
+            rows=rows,
+            columns=rows,
+            position=(0.0, 0.0, float(i)),
+            instance_number=i + 1,
+        )
+        for i in range(count)
+    ]
+
+
+def _uid(path: Path, keyword: str = "SOPInstanceUID") -> str:
+    return str(getattr(dcmread(path, stop_before_pixels=True), keyword))
+
+
+def _count(node: Any, what: Any) -> int:
+    with node.sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(what)) or 0)
+
+
+def _store_files(node: Any) -> set[Path]:
+    return {p for p in node.store.instances.rglob("*.dcm")}
+
+
+def _indexed_paths(node: Any) -> set[Path]:
+    with node.sessions() as session:
+        return {node.store.path(p) for p in session.scalars(select(Instance.path))}
+
+
+def _retention(**values: Any) -> dict[str, Any]:
+    base = {"enabled": True, "interval_s": 0.5, "settle_s": 0, "min_free_mb": 0}
+    base.update(values)
+    return base
+
+
+def test_manual_deletion_refuses_undelivered_unless_forced(
+    node_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A person's deletion: refused while a destination has not confirmed, forced deletes
+    and records it; a partly deleted series counts what remains; a whole series is 404."""
+    cfg = make_config(tmp_path / "data", forwarding=FAST_FORWARD)
+    cfg.destinations = [_dest(free_port())]  # nobody listens: the jobs stay pending
+    node = node_factory(cfg)
+    files = _series(tmp_path / "in", 6)
+    assert {r.status for r in send_files(node.port, files)} == {0}
+    series_uid = _uid(files[0], "SeriesInstanceUID")
+    one = _uid(files[0])
+
+    with pytest.raises(Undelivered, match="not yet confirmed"):
+        node.retention.delete("instance", one, actor="test")
+    assert _count(node, Instance) == 6 and _count(node, Deletion) == 0
+    with pytest.raises(NotFound):
+        node.retention.delete("series", "1.2.3.4", actor="test")
+
+    done = node.retention.delete("instance", one, actor="cli:test", force=True, reason="wrong")
+    assert (done.instances, done.forced) == (1, True)
+    assert _count(node, Instance) == 5 and _count(node, ForwardJob) == 5
+    assert _store_files(node) == _indexed_paths(node)
+    assert _count(node, PendingUnlink) == 0
+    with node.sessions() as session:
+        [row] = session.scalars(select(Deletion))
+        assert (row.level, row.sop_instance_uid, row.reason, row.actor, row.forced) == (
+            "instance",
+            one,
+            "manual",
+            "cli:test",
+            True,
+        )
+        assert row.comment == "wrong" and row.instances == 1 and row.bytes > 0
+        summary = node.queries.get_series(session, series_uid)
+    assert summary["instance_count"] == 5 and summary["deleted_instances"] == 1
+
+    node.retention.delete("series", series_uid, actor="test", force=True)
+    assert _count(node, Instance) == 0 and _count(node, Series) == 0
+    assert _store_files(node) == set()
+    with node.sessions() as session, pytest.raises(NotFound):
+        node.queries.get_series(session, series_uid)
+
+
+def test_pacs_down_nothing_deleted_then_reclaimed(
+    node_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """With the PACS down nothing is deleted however full the store gets (keep_days = 0 and
+    a store limit far below its size); once it is up and confirms, the space comes back."""
+    port = free_port()
+    cfg = make_config(
+        tmp_path / "data",
+        forwarding=FAST_FORWARD,
+        retention=_retention(keep_days=0, max_store_mb=1),
+    )
+    cfg.destinations = [_dest(port)]
+    node = node_factory(cfg)
+    files = _series(tmp_path / "in", 40, rows=256)  # ~5.3 MB, over max_store_mb = 1
+    assert {r.status for r in send_files(node.port, files)} == {0}
+    assert not wait_until(lambda: _count(node, Deletion) > 0, timeout=3)
+    assert _count(node, Instance) == 40 and len(_store_files(node)) == 40
+    with node.sessions() as session:
+        figures = retention.figures(session, only_when_delivered=True)
+    assert figures.deletable_bytes == 0 and figures.undelivered_bytes > 1024 * 1024
+    metrics = node._gauges()
+    assert metrics["spacing_scp_store_deletable_bytes"] == 0
+    assert metrics["spacing_scp_store_undelivered_bytes"] == figures.undelivered_bytes
+
+    pacs = Pacs(port=port)
+    pacs.start()
+    try:
+        assert wait_until(
+            lambda: _count(node, Instance) == 0 and not _store_files(node), timeout=30
+        )
+    finally:
+        pacs.stop()
+    assert len(pacs.stored) == 40
+    assert _store_files(node) == set() and _count(node, PendingUnlink) == 0
+    with node.sessions() as session:
+        rows = list(session.scalars(select(Deletion)))
+    assert {r.reason for r in rows} <= {"keep_days", "watermark"}
+    assert sum(r.instances for r in rows) == 40
+    gauges = node._gauges()
+    assert sum(v for k, v in gauges.items() if k.startswith("spacing_scp_deleted_instances")) == 40
+
+
+def test_http_delete_and_deletions(node_factory: Callable[..., Any], tmp_path: Path) -> None:
+    """DELETE needs the token; 409 while undelivered, ``?force=true`` deletes; GET /deletions."""
+    cfg = make_config(tmp_path / "data", forwarding=FAST_FORWARD, http={"token": "s3cret"})
+    cfg.destinations = [_dest(free_port())]
+    node = node_factory(cfg)
+    files = _series(tmp_path / "in", 3)
+    assert {r.status for r in send_files(node.port, files)} == {0}
+    study = _uid(files[0], "StudyInstanceUID")
+    base = f"http://127.0.0.1:{node.api.port}"
+
+    def call(method: str, path: str, token: str | None = "s3cret") -> tuple[int, Any]:
+        req = urllib.request.Request(base + path, method=method)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req) as rsp:
+                return rsp.status, json.loads(rsp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    assert call("DELETE", f"/studies/{study}", token=None)[0] == 401
+    code, body = call("DELETE", f"/studies/{study}")
+    assert code == 409 and "not yet confirmed" in body["detail"]
+    assert call("DELETE", "/series/1.2.3")[0] == 404
+    code, body = call("DELETE", f"/studies/{study}?force=true&reason=test%20data")
+    assert code == 200 and body["instances"] == 3 and body["forced"] is True
+    assert _count(node, Instance) == 0 and _store_files(node) == set()
+    code, body = call("GET", "/deletions")
+    assert code == 200
+    [item] = body["items"]
+    assert item["reason"] == "manual" and item["study_instance_uid"] == study
+    assert item["forced"] is True and item["comment"] == "test data"
+    assert call("GET", f"/series/{_uid(files[0], 'SeriesInstanceUID')}")[0] == 404
