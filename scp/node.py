@@ -247,6 +247,8 @@ class Node:
     def start(self) -> None:
         for action in self.store.recover():
             log.info("start-up recovery: %s", action)
+        if not self.worker:  # deletions a crash left between commit and unlink
+            self.retention.recover()
         configure_pynetdicom(self.cfg, str(self.store.tmp))
         self.ae = build_ae(self.cfg)
         log.info(
