@@ -158,6 +158,9 @@ class Node:
         self.retention_thread: RetentionThread | None = None
         if self.forwards and cfg.retention.enabled:
             self.retention_thread = RetentionThread(self.retention)
+            if cfg.retention.min_free_mb:  # a receive below the watermark wakes the pass
+                self.ingestor.on_low_space = self.retention_thread.wake
+                self.ingestor.low_space_bytes = cfg.retention.min_free_mb * MIB
         if beside:
             self.ingestor.journal = JournalWriter(journal_dir(cfg), store_tmp_name(cfg, worker))
             self.visibility = IndexVisibility(

@@ -164,15 +164,18 @@ class InstanceAction(Base):
 class InstancePosition(Base):
     """A slice's quantized position along its stack normal (rule 23), for neighbour look-ups.
 
-    One row per single-frame instance, or per frame of an enhanced multi-frame instance.
+    One row per single-frame instance, or per frame of an enhanced multi-frame instance;
+    a deleted instance's rows stay (``instance_id`` NULL) until its series goes.
     """
 
     __tablename__ = "instance_positions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
-    instance_id: Mapped[int] = mapped_column(
-        ForeignKey("instances.id", ondelete="CASCADE"), index=True
+    #: ``NULL`` once the instance was deleted (:mod:`storage.retention`): the slice stays,
+    #: so the series geometry state (built from every slice received) keeps its neighbours.
+    instance_id: Mapped[int | None] = mapped_column(
+        ForeignKey("instances.id", ondelete="SET NULL"), index=True
     )
     frame_number: Mapped[int | None] = mapped_column(Integer)
     stack_key: Mapped[str] = mapped_column(String(255))

@@ -6,6 +6,13 @@ Real nodes on localhost ports, real SQLite files, a scripted pynetdicom PACS.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -21,10 +28,12 @@ from scp.services.retention import Undelivered
 from storage import retention
 from storage.models import Deletion, ForwardJob, Instance, PendingUnlink, Series
 from storage.queries import NotFound
-from tests.conftest import free_port, make_config, send_files
+from tests.conftest import dcmtk_env, dcmtk_tool, free_port, make_config, send_files
 from tests.dicom_factory import new_uid, write_ct
 from tests.pacs import Pacs, wait_until
 
+MIB = 1024 * 1024
+REPO = Path(__file__).resolve().parents[1]
 FAST_FORWARD = {"poll_s": 0.2, "lease_s": 5.0, "probe_interval_s": 0.5}
 
 
@@ -199,3 +208,142 @@ def test_http_delete_and_deletions(node_factory: Callable[..., Any], tmp_path: P
     assert item["reason"] == "manual" and item["study_instance_uid"] == study
     assert item["forced"] is True and item["comment"] == "test data"
     assert call("GET", f"/series/{_uid(files[0], 'SeriesInstanceUID')}")[0] == 404
+
+
+class _SinkPacs:
+    """dcmtk's storescp answering Success and keeping nothing (``--ignore``)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [dcmtk_tool("storescp"), "-aet", "PACS", "--ignore", "+xa", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=dcmtk_env(),
+        )
+        assert wait_until(lambda: _listening(self.port), timeout=10), "storescp did not start"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _send_w1_like(port: int, series: int, slices: int, rate_mb_s: float) -> list[int]:
+    """W1-like 512 x 512 CT slices (512 KiB each), ``series`` series of ``slices``, one
+    association per series, paced at about ``rate_mb_s`` MB/s; the statuses answered."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+    from pynetdicom import AE
+
+    from tests.dicom_factory import ct_dataset
+
+    template = ct_dataset(rows=512, columns=512)
+    template.file_meta = FileMetaDataset()
+    template.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    statuses: list[int] = []
+    started = time.monotonic()
+    sent_bytes = 0
+    for _ in range(series):
+        ae = AE(ae_title="W1CT")
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", port, ae_title="SPACING_SCP")
+        assert assoc.is_established
+        study, series_uid = new_uid(), new_uid()
+        try:
+            for i in range(slices):
+                ds = template.copy()
+                ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series_uid
+                ds.SOPInstanceUID = new_uid()
+                ds.InstanceNumber = i + 1
+                ds.ImagePositionPatient = ["0", "0", str(i)]
+                rsp = assoc.send_c_store(ds)
+                statuses.append(int(getattr(rsp, "Status", -1)))
+                sent_bytes += 512 * 1024
+                ahead = sent_bytes / (rate_mb_s * 1e6) - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        finally:
+            assoc.release()
+    return statuses
+
+
+def test_small_store_keeps_receiving_under_the_watermark(
+    node_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A 300 MB store receives three times its capacity of W1-like series with a live PACS
+    and keep_days = 0: no 0xA700 ever, and the free space (a real small filesystem where
+    mounting is allowed) or the store size (``max_store_mb`` otherwise) stays within the
+    watermark throughout."""
+    from tests.faults import small_filesystem
+
+    with small_filesystem(tmp_path / "small", 300) as mounted:
+        data = (tmp_path / "small" if mounted else tmp_path) / "data"
+        if mounted:
+            watermark = {"min_free_mb": 100, "max_store_mb": 0}
+        else:  # no mounts here (a container without the privilege): the size limit
+            watermark = {"min_free_mb": 0, "max_store_mb": 150}
+        pacs = _SinkPacs()  # a live PACS in its own process
+        cfg = make_config(
+            data,
+            storage={"min_free_mb": 30 if mounted else 0},
+            forwarding={**FAST_FORWARD, "batch_size": 50},
+            retention=_retention(keep_days=1, interval_s=1, **watermark),
+        )
+        cfg.destinations = [_dest(pacs.port)]
+        node = node_factory(cfg)
+        samples: list[tuple[int, int]] = []  # (free bytes, store bytes of the index)
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                with node.sessions() as session:
+                    size = retention.figures(session, only_when_delivered=True).store_bytes
+                samples.append((shutil.disk_usage(data).free, size))
+                stop.wait(0.1)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        # the modality in its own process too (the node alone in this one)
+        sender = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import json, sys; from tests.test_retention import _send_w1_like; "
+                "print(json.dumps(_send_w1_like(int(sys.argv[1]), 15, 120, 15)))",
+                str(node.port),
+            ],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        try:
+            assert sender.returncode == 0, sender.stderr[-2000:]
+            statuses = json.loads(sender.stdout.strip().splitlines()[-1])
+        finally:
+            stop.set()
+            sampler.join()
+            pacs.stop()
+        node.stop(grace_s=2)  # before the small filesystem goes
+        assert statuses.count(0) == len(statuses) == 1800, sorted(set(statuses))
+        with node.sessions() as session:
+            done = session.scalar(
+                select(func.count()).select_from(Deletion).where(Deletion.reason != "manual")
+            )
+        assert done
+        low = min(free for free, _ in samples) // MIB
+        high = max(size for _, size in samples) // MIB
+        if mounted:
+            assert low > 30, f"free space fell to {low} MiB (floor 30)"
+        else:
+            assert high < 150 + 60, f"the store grew to {high} MiB (limit 150)"
+        with node.sessions() as session:
+            deleted = retention.deleted_by_reason(session)
+        assert sum(count for count, _ in deleted.values()) > 900
+        print(f"free space low {low} MiB, store high {high} MiB, deleted {deleted}")

@@ -1,5 +1,5 @@
-"""retention: deletions, files to unlink after a deletion, the pass's lock row, and the
-series' count of deleted instances
+"""retention: deletions, files to unlink after a deletion, the pass's lock row, the
+series' count of deleted instances, and slice positions that outlive their instance
 
 Revision ID: 0008_retention
 Revises: 0007
@@ -17,7 +17,54 @@ branch_labels = None
 depends_on = None
 
 
+_POSITIONS_COLUMNS = "id, series_id, instance_id, frame_number, stack_key, position_um"
+
+
+def _positions_table(name: str, on_instance_delete: str, instance_nullable: bool) -> None:
+    op.create_table(
+        name,
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("series_id", sa.Integer(), nullable=False),
+        sa.Column("instance_id", sa.Integer(), nullable=instance_nullable),
+        sa.Column("frame_number", sa.Integer(), nullable=True),
+        sa.Column("stack_key", sa.String(length=255), nullable=False),
+        sa.Column("position_um", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(["instance_id"], ["instances.id"], ondelete=on_instance_delete),
+        sa.ForeignKeyConstraint(["series_id"], ["series.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+
+
+def _positions_instance_fk(on_delete: str, nullable: bool) -> None:
+    """instance_positions.instance_id: ``ON DELETE`` and NULL allowed or not.  SQLite
+    cannot alter a constraint: the table (which nothing references) is built anew."""
+    if op.get_bind().dialect.name == "sqlite":
+        op.drop_index("ix_instance_positions_stack", table_name="instance_positions")
+        op.drop_index("ix_instance_positions_instance_id", table_name="instance_positions")
+        _positions_table("instance_positions_new", on_delete, nullable)
+        op.execute(
+            f"INSERT INTO instance_positions_new ({_POSITIONS_COLUMNS}) "
+            f"SELECT {_POSITIONS_COLUMNS} FROM instance_positions"
+        )
+        op.drop_table("instance_positions")
+        op.rename_table("instance_positions_new", "instance_positions")
+        op.create_index("ix_instance_positions_instance_id", "instance_positions", ["instance_id"])
+        op.create_index(
+            "ix_instance_positions_stack",
+            "instance_positions",
+            ["series_id", "stack_key", "position_um"],
+        )
+        return
+    name = "instance_positions_instance_id_fkey"
+    op.drop_constraint(name, "instance_positions", type_="foreignkey")
+    op.alter_column("instance_positions", "instance_id", nullable=nullable)
+    op.create_foreign_key(
+        name, "instance_positions", "instances", ["instance_id"], ["id"], ondelete=on_delete
+    )
+
+
 def upgrade() -> None:
+    _positions_instance_fk("SET NULL", nullable=True)
     with op.batch_alter_table("series", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("deleted_instances", sa.Integer(), nullable=False, server_default="0")
@@ -63,6 +110,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM instance_positions WHERE instance_id IS NULL")
+    _positions_instance_fk("CASCADE", nullable=False)
     op.drop_table("retention_lock")
     op.drop_index("ix_pending_unlinks_deletion_id", table_name="pending_unlinks")
     op.drop_table("pending_unlinks")
