@@ -347,3 +347,34 @@ def test_small_store_keeps_receiving_under_the_watermark(
             deleted = retention.deleted_by_reason(session)
         assert sum(count for count, _ in deleted.values()) > 900
         print(f"free space low {low} MiB, store high {high} MiB, deleted {deleted}")
+
+
+def test_cli_delete_and_deletions(
+    node_factory: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``spacing-scp delete``: one-line refusal (exit 1) while undelivered, ``--force``
+    deletes; an unknown UID is exit 2; ``deletions --json`` lists what went."""
+    from scp.cli import main as cli_main
+
+    cfg = make_config(tmp_path / "data", forwarding=FAST_FORWARD)
+    cfg.destinations = [_dest(free_port())]
+    node = node_factory(cfg)
+    files = _series(tmp_path / "in", 4)
+    assert {r.status for r in send_files(node.port, files)} == {0}
+    node.stop(grace_s=2)
+    series_uid = _uid(files[0], "SeriesInstanceUID")
+    where = ["--data-dir", str(tmp_path / "data")]
+    capsys.readouterr()
+
+    assert cli_main(["delete", "series", series_uid, *where]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not yet confirmed" in err and "--force" in err
+    assert cli_main(["delete", "instance", "1.2.3.4", *where]) == 2
+    assert "no instance 1.2.3.4" in capsys.readouterr().err
+    assert cli_main(["delete", "series", series_uid, "--force", "--reason", "test", *where]) == 0
+    assert capsys.readouterr().out.startswith(f"deleted series {series_uid}: 4 instance(s)")
+    assert cli_main(["deletions", "--json", *where]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["reason"] == "manual" and row["actor"].startswith("cli")
+    assert row["forced"] is True and row["comment"] == "test" and row["instances"] == 4
+    assert not list((tmp_path / "data" / "instances").rglob("*.dcm"))

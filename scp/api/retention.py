@@ -18,10 +18,7 @@ from scp import models as m
 from scp.api.openapi import problem_responses
 from scp.api.params import DeleteQuery, DeletionsQuery
 from scp.api.problems import problem
-from scp.services.retention import Level, Retention, Undelivered
-from storage import retention as r
-from storage.outbox import iso
-from storage.queries import BadQuery
+from scp.services.retention import Level, Retention, Undelivered, deletions_page
 
 ACTOR = "http"
 _PATHS: dict[Level, str] = {
@@ -36,38 +33,6 @@ UID = Annotated[
         "Instance UID (0008,0018), as the path says"
     ),
 ]
-
-
-def deletion_dict(row: Any) -> dict[str, Any]:
-    """A ``deletions`` row as :class:`scp.models.Deletion` fields."""
-    return {
-        "id": row.id,
-        "deleted_at": iso(row.deleted_at),
-        "level": row.level,
-        "study_instance_uid": row.study_instance_uid,
-        "series_instance_uid": row.series_instance_uid,
-        "sop_instance_uid": row.sop_instance_uid,
-        "instances": row.instances,
-        "bytes": row.bytes,
-        "reason": row.reason,
-        "actor": row.actor,
-        "forced": bool(row.forced),
-        "comment": row.comment,
-    }
-
-
-def deletions_page(
-    session: Session, limit: int, cursor: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of deletions, newest first; :class:`BadQuery` for a cursor not ours."""
-    before = None
-    if cursor is not None:
-        if not cursor.isascii() or not cursor.isdigit():
-            raise BadQuery(f"cursor {cursor!r} was not issued by this API")
-        before = int(cursor)
-    rows = r.list_deletions(session, limit=limit + 1, before_id=before)
-    items = [deletion_dict(row) for row in rows[:limit]]
-    return items, str(rows[limit - 1].id) if len(rows) > limit else None
 
 
 def retention_router(
@@ -95,14 +60,7 @@ def retention_router(
                 )
             except Undelivered as exc:
                 return problem(409, str(exc))
-            return {
-                "level": done.level,
-                "uid": done.uid,
-                "instances": done.instances,
-                "bytes": done.bytes,
-                "forced": done.forced,
-                "deletion_ids": done.deletion_ids,
-            }
+            return done.as_dict()
 
     for level in _PATHS:
         add_delete(level)

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,7 +33,9 @@ from scp.config_tables import RetentionConfig
 from storage import retention as r
 from storage.db import write_session
 from storage.filestore import FileStore
-from storage.queries import NotFound
+from storage.models import Deletion
+from storage.outbox import iso
+from storage.queries import BadQuery, NotFound
 
 log = logging.getLogger("spacing_scp.retention")
 
@@ -74,6 +76,17 @@ class ManualResult:
     bytes: int
     deletion_ids: list[int]
     forced: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The :class:`scp.models.DeletionResult` fields."""
+        return {
+            "level": self.level,
+            "uid": self.uid,
+            "instances": self.instances,
+            "bytes": self.bytes,
+            "forced": self.forced,
+            "deletion_ids": self.deletion_ids,
+        }
 
 
 class Retention:
@@ -328,6 +341,39 @@ def store_gauges(status: StoreStatus) -> dict[str, float]:
         out[f'spacing_scp_deleted_instances{{reason="{reason}"}}'] = float(count)
         out[f'spacing_scp_deleted_bytes{{reason="{reason}"}}'] = float(size)
     return out
+
+
+def deletion_dict(row: Deletion) -> dict[str, Any]:
+    """A ``deletions`` row as :class:`scp.models.Deletion` fields."""
+    return {
+        "id": row.id,
+        "deleted_at": iso(row.deleted_at),
+        "level": row.level,
+        "study_instance_uid": row.study_instance_uid,
+        "series_instance_uid": row.series_instance_uid,
+        "sop_instance_uid": row.sop_instance_uid,
+        "instances": row.instances,
+        "bytes": row.bytes,
+        "reason": row.reason,
+        "actor": row.actor,
+        "forced": bool(row.forced),
+        "comment": row.comment,
+    }
+
+
+def deletions_page(
+    session: Session, limit: int, cursor: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of deletions, newest first, and the cursor of the next (``None``: last);
+    :class:`storage.queries.BadQuery` for a cursor this node did not issue."""
+    before = None
+    if cursor is not None:
+        if not cursor.isascii() or not cursor.isdigit():
+            raise BadQuery(f"cursor {cursor!r} was not issued by this API")
+        before = int(cursor)
+    rows = r.list_deletions(session, limit=limit + 1, before_id=before)
+    items = [deletion_dict(row) for row in rows[:limit]]
+    return items, str(rows[limit - 1].id) if len(rows) > limit else None
 
 
 class RetentionThread:
