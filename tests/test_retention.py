@@ -378,3 +378,77 @@ def test_cli_delete_and_deletions(
     assert row["reason"] == "manual" and row["actor"].startswith("cli")
     assert row["forced"] is True and row["comment"] == "test" and row["instances"] == 4
     assert not list((tmp_path / "data" / "instances").rglob("*.dcm"))
+
+
+def test_retrieve_racing_a_deletion_fails_that_sub_operation(
+    node_factory: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A C-GET that found an instance a deletion then removed: that sub-operation fails
+    (0xB000, one failed, the others completed), nothing crashes; WADO-RS answers 404."""
+    from pynetdicom import AE, StoragePresentationContexts, build_role, evt
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        StudyRootQueryRetrieveInformationModelGet,
+    )
+
+    from scp.services.retrieve import RetrieveService
+
+    node = node_factory(http={"token": "t"})
+    files = _series(tmp_path / "in", 3)
+    assert {r.status for r in send_files(node.port, files)} == {0}
+    study, series, gone = (
+        _uid(files[0], "StudyInstanceUID"),
+        _uid(files[0], "SeriesInstanceUID"),
+        _uid(files[1]),
+    )
+    found = RetrieveService.instances
+
+    def then_deleted(self: RetrieveService, *args: Any) -> Any:
+        out = found(self, *args)
+        node.retention.delete("instance", gone, actor="test")
+        return out
+
+    monkeypatch.setattr(RetrieveService, "instances", then_deleted)
+    received: list[str] = []
+    ae = AE(ae_title="RETRSCU")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    roles = []
+    for cx in StoragePresentationContexts[:100]:
+        ae.add_requested_context(cx.abstract_syntax)
+        roles.append(build_role(cx.abstract_syntax, scp_role=True))
+    assoc = ae.associate(
+        "127.0.0.1",
+        node.port,
+        ae_title="SPACING_SCP",
+        ext_neg=roles,
+        evt_handlers=[
+            (evt.EVT_C_STORE, lambda e: received.append(str(e.request.AffectedSOPInstanceUID)) or 0)
+        ],
+    )
+    assert assoc.is_established
+    try:
+        from pydicom.dataset import Dataset
+
+        query = Dataset()
+        query.QueryRetrieveLevel = "SERIES"
+        query.StudyInstanceUID, query.SeriesInstanceUID = study, series
+        responses = [
+            st for st, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)
+        ]
+    finally:
+        assoc.release()
+    final = responses[-1]
+    assert int(final.Status) == 0xB000
+    assert int(final.NumberOfFailedSuboperations) == 1
+    assert int(final.NumberOfCompletedSuboperations) == 2
+    assert gone not in received and len(received) == 2
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{node.api.port}/dicom-web/studies/{study}/series/{series}"
+        f"/instances/{gone}",
+        headers={
+            "Authorization": "Bearer t",
+            "Accept": "multipart/related; type=application/dicom",
+        },
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req)
+    assert err.value.code == 404
