@@ -44,6 +44,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.db import write_session
@@ -432,7 +434,12 @@ def try_lock(sessions: sessionmaker[Session], holder: str, lease_s: float) -> bo
     with write_session(sessions) as session:
         conn = session.connection()
         if conn.scalar(select(RetentionLock.id).where(RetentionLock.id == _LOCK_ID)) is None:
-            conn.execute(insert(RetentionLock).values(id=_LOCK_ID, holder=None, lease_until=None))
+            dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            conn.execute(  # two nodes' first passes at once: one row
+                dialect_insert(RetentionLock)
+                .values(id=_LOCK_ID, holder=None, lease_until=None)
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
         done = conn.execute(
             update(RetentionLock)
             .where(

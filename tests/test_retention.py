@@ -452,3 +452,63 @@ def test_retrieve_racing_a_deletion_fails_that_sub_operation(
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req)
     assert err.value.code == 404
+
+
+def test_retention_lock_row_one_holder_at_a_time(sessions: Any) -> None:
+    """The lock row (both backends): one holder at a time, renewable by its holder, free
+    again after unlock or once the holder's lease ran out (a node that died)."""
+    assert retention.try_lock(sessions, "node-a", lease_s=60)
+    assert not retention.try_lock(sessions, "node-b", lease_s=60)
+    assert retention.try_lock(sessions, "node-a", lease_s=60)  # renewed
+    retention.unlock(sessions, "node-a")
+    assert retention.try_lock(sessions, "node-b", lease_s=0.2)
+    assert not retention.try_lock(sessions, "node-a", lease_s=60)
+    time.sleep(0.4)  # node-b died: its lease ends
+    assert retention.try_lock(sessions, "node-a", lease_s=60)
+
+
+def test_two_nodes_on_postgresql_delete_once(
+    node_factory: Callable[..., Any], tmp_path: Path, postgres_url: str
+) -> None:
+    """Two nodes sharing one PostgreSQL index and one store run their passes at once:
+    every instance is deleted once, recorded once, and both see the result."""
+    from scp.config_tables import RetentionConfig
+    from scp.services.retention import Retention
+    from storage.db import make_engine, make_session_factory
+    from storage.filestore import FileStore
+
+    data = tmp_path / "data"
+    node = node_factory(make_config(data, storage={"database_url": postgres_url}))
+    files = _series(tmp_path / "in", 30) + _series(tmp_path / "in", 30)
+    assert {r.status for r in send_files(node.port, files)} == {0}
+    policy = RetentionConfig(enabled=True, keep_days=0, settle_s=0, min_free_mb=0, batch_size=7)
+    engines = [make_engine(postgres_url) for _ in range(2)]
+    passes = [
+        Retention(
+            make_session_factory(e), FileStore(data, tmp_name=f"n{i}"), policy, holder=f"n{i}"
+        )
+        for i, e in enumerate(engines)
+    ]
+    results: list[Any] = [None, None]
+
+    def run(i: int) -> None:
+        results[i] = passes[i].run_once()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    if not all(r.ran and r.instances for r in results):  # the one that waited runs again
+        for p in passes:
+            p.run_once()
+    with node.sessions() as session:
+        rows = list(session.scalars(select(Deletion)))
+        assert sum(r.instances for r in rows) == 60
+        assert session.scalar(select(func.count()).select_from(Instance)) == 0
+    assert _store_files(node) == set()
+    for p in passes:
+        with p.sessions() as session, pytest.raises(NotFound):
+            node.queries.get_series(session, _uid(files[0], "SeriesInstanceUID"))
+    for e in engines:
+        e.dispose()
