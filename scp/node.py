@@ -44,7 +44,7 @@ from scp.services.find import FindService
 from scp.services.forwarding import Forwarder
 from scp.services.indexer import Indexer, IndexerThread
 from scp.services.ingest import Ingestor
-from scp.services.retention import Retention, RetentionThread, store_gauges, store_status
+from scp.services.retention import Retention, RetentionThread, store_gauges
 from scp.services.retrieve import RetrieveService
 from scp.services.series_query import IndexQueries
 from scp.services.visibility import IndexVisibility
@@ -95,7 +95,13 @@ def journal_dir(cfg: Config) -> Path:
 def retention_for(cfg: Config, sessions: sessionmaker[Session], store: FileStore) -> Retention:
     """This node's retention (:mod:`scp.services.retention`); its lock holder name says
     which node and process runs the pass."""
-    return Retention(sessions, store, cfg.retention, holder=f"{store_tmp_name(cfg)}:{os.getpid()}")
+    return Retention(
+        sessions,
+        store,
+        cfg.retention,
+        holder=f"{store_tmp_name(cfg)}:{os.getpid()}",
+        floor_bytes=cfg.storage.min_free_mb * MIB,
+    )
 
 
 def indexer_for(cfg: Config, sessions: sessionmaker[Session], forwarder: Forwarder) -> Indexer:
@@ -315,11 +321,7 @@ class Node:
         out = self.forwarder.gauges()
         if self.visibility is not None:
             out.update(self.visibility.gauges())
-        with self.sessions() as session:
-            status = store_status(
-                session, self.store, self.cfg.retention, self.cfg.storage.min_free_mb * MIB
-            )
-        out.update(store_gauges(status))
+        out.update(store_gauges(self.retention.status()))
         return out
 
     def stop(self, grace_s: float | None = None) -> None:

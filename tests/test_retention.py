@@ -156,6 +156,12 @@ def test_pacs_down_nothing_deleted_then_reclaimed(
     metrics = node._gauges()
     assert metrics["spacing_scp_store_deletable_bytes"] == 0
     assert metrics["spacing_scp_store_undelivered_bytes"] == figures.undelivered_bytes
+    node.retention.floor_bytes = 1 << 60  # as if the disk were full: the node refuses, says why
+    refusing = node.retention.status().refusing
+    assert refusing is not None and "0xA700" in refusing
+    assert "wait for a destination to confirm them" in refusing
+    assert node._gauges()["spacing_scp_store_refusing"] == 1
+    node.retention.floor_bytes = 0
 
     pacs = Pacs(port=port)
     pacs.start()
@@ -208,6 +214,11 @@ def test_http_delete_and_deletions(node_factory: Callable[..., Any], tmp_path: P
     assert item["reason"] == "manual" and item["study_instance_uid"] == study
     assert item["forced"] is True and item["comment"] == "test data"
     assert call("GET", f"/series/{_uid(files[0], 'SeriesInstanceUID')}")[0] == 404
+    with urllib.request.urlopen(base + "/ui/deletions") as rsp:
+        page = rsp.read().decode()
+    assert study in page and "manual" in page and "test data" in page
+    with urllib.request.urlopen(base + "/ui") as rsp:
+        assert 'id="store-line"' in rsp.read().decode()
 
 
 class _SinkPacs:

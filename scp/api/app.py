@@ -83,6 +83,7 @@ def build_app(
             associations=associations,
             index_gauges=index_gauges,
             wake=wake,
+            retention=retention,
         )
         app.include_router(ui_router(ui))
     if dicomweb is not None:

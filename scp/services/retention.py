@@ -100,16 +100,24 @@ class Retention:
         *,
         holder: str | None = None,
         free_bytes: Callable[[], int] | None = None,
+        floor_bytes: int = 0,
     ) -> None:
         """``holder``: this node's name in the lock row; ``free_bytes``: free space on the
-        data directory in bytes (the store's own by default; tests pass a figure)."""
+        data directory in bytes (the store's own by default; tests pass a figure);
+        ``floor_bytes``: ``[storage] min_free_mb`` in bytes, where C-STORE is refused."""
         self.sessions = sessions
         self.store = store
         self.policy = policy
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
         self.free_bytes = free_bytes or store.free_bytes
+        self.floor_bytes = floor_bytes
         #: Why the last pass could not meet the watermark (``None``: it could).
         self.blocked: str | None = None
+
+    def status(self) -> StoreStatus:
+        """The store's figures now (:func:`store_status`)."""
+        with self.sessions() as session:
+            return store_status(session, self.store, self.policy, self.floor_bytes)
 
     # -- the pass ----------------------------------------------------------------------------
     def recover(self) -> r.Unlinked:
