@@ -523,3 +523,62 @@ def test_two_nodes_on_postgresql_delete_once(
             node.queries.get_series(session, _uid(files[0], "SeriesInstanceUID"))
     for e in engines:
         e.dispose()
+
+
+def test_keep_flagged_days_keeps_flagged_series_longer(
+    node_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """``keep_days`` deletes a clean series; a series with a finding waits for
+    ``keep_flagged_days``."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    node = node_factory()
+    clean, flagged = _series(tmp_path / "in", 3), _series(tmp_path / "in", 3)
+    assert {r.status for r in send_files(node.port, clean + flagged)} == {0}
+    flagged_uid = _uid(flagged[0], "SeriesInstanceUID")
+    with node.sessions() as session:
+        session.execute(
+            update(Series)
+            .where(Series.series_instance_uid == flagged_uid)
+            .values(finding_codes=",SLICE_MISSING,")
+        )
+        session.commit()
+    now = datetime.now(UTC)
+    with node.sessions() as session:
+        found = retention.deletable(
+            session,
+            received_before=now,
+            flagged_received_before=now - timedelta(days=1),
+            only_when_delivered=True,
+            limit=100,
+        )
+    assert {c.series_instance_uid for c in found} == {_uid(clean[0], "SeriesInstanceUID")}
+
+
+def test_serve_runs_the_pass_in_the_indexer_process(
+    node_process: Callable[..., Any], tmp_path: Path
+) -> None:
+    """``spacing-scp serve`` (indexer process): the pass runs beside the indexer and deletes
+    what no destination waits for once ``keep_days`` = 0 allows it."""
+    data = tmp_path / "data"
+    node = node_process(
+        data_dir=data,
+        env={
+            "SPACING_SCP_RETENTION_ENABLED": "true",
+            "SPACING_SCP_RETENTION_KEEP_DAYS": "0",
+            "SPACING_SCP_RETENTION_INTERVAL_S": "0.5",
+            "SPACING_SCP_RETENTION_SETTLE_S": "0",
+            "SPACING_SCP_RETENTION_MIN_FREE_MB": "0",
+        },
+    )
+    files = _series(tmp_path / "in", 5)
+    assert {r.status for r in send_files(node.port, files)} == {0}
+
+    def gone() -> bool:
+        return not list((data / "instances").rglob("*.dcm"))
+
+    assert wait_until(gone, timeout=20), node.log_path.read_text()[-2000:]
+    assert node.stop() == 0
+    assert "retention (keep_days): deleted" in node.log_path.read_text()
