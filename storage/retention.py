@@ -226,11 +226,14 @@ def delete_instances(
     level: str,
     forced: bool = False,
     comment: str | None = None,
+    only_delivered: bool = False,
 ) -> Deleted:
     """Remove ``candidates`` from the index and record the deletion, in the caller's write
     transaction (:func:`storage.db.write_session`); the files stay until
     :func:`finish_pending`.  A candidate whose row changed since it was selected (a resend
-    re-indexed it) or is gone is left alone.  One ``deletions`` row per series."""
+    re-indexed it) or is gone is left alone, and with ``only_delivered`` one a destination
+    has not confirmed (the selection ran outside this transaction).  One ``deletions`` row
+    per series."""
     if reason not in REASONS:
         raise ValueError(f"deletion reason {reason!r} (one of {', '.join(REASONS)})")
     conn = session.connection()
@@ -238,11 +241,10 @@ def delete_instances(
     kept: list[Candidate] = []
     for chunk in _chunks(list(wanted)):
         # PostgreSQL: the rows stay locked until commit, a concurrent resend waits for us
-        rows = conn.execute(
-            select(Instance.id, Instance.received_at)
-            .where(Instance.id.in_(chunk))
-            .with_for_update()
-        )
+        query = select(Instance.id, Instance.received_at).where(Instance.id.in_(chunk))
+        if only_delivered:
+            query = query.where(~undelivered())
+        rows = conn.execute(query.with_for_update())
         for instance_id, received_at in rows:
             c = wanted[int(instance_id)]
             if as_utc(received_at) == c.received_at:

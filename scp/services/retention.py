@@ -167,7 +167,7 @@ class Retention:
             ),
         ):
             while True:
-                with write_session(self.sessions) as session:
+                with self.sessions() as session:  # selected outside the write lock
                     found = r.deletable(
                         session,
                         received_before=before,
@@ -175,9 +175,7 @@ class Retention:
                         only_when_delivered=p.only_when_delivered,
                         limit=p.batch_size,
                     )
-                    deleted = r.delete_instances(
-                        session, found, reason=reason, actor="policy", level="series"
-                    )
+                deleted = self._delete(found, reason, "series")
                 self._finish(deleted, reason, result)
                 if len(found) < p.batch_size or not deleted.instances:
                     break
@@ -198,7 +196,7 @@ class Retention:
         p = self.policy
         need = self._need_bytes()
         while need > 0:
-            with write_session(self.sessions) as session:
+            with self.sessions() as session:
                 found = r.oldest_studies(
                     session,
                     received_before=self._settled(now, 0),
@@ -206,14 +204,27 @@ class Retention:
                     need_bytes=need,
                     limit=p.batch_size,
                 )
-                deleted = r.delete_instances(
-                    session, found, reason="watermark", actor="policy", level="study"
-                )
+            deleted = self._delete(found, "watermark", "study")
             self._finish(deleted, "watermark", result)
             if not deleted.instances:
                 result.blocked = self._why_blocked(need)
                 return
             need = self._need_bytes()
+
+    def _delete(self, found: list[r.Candidate], reason: str, level: str) -> r.Deleted:
+        """Delete what a selection found, re-checked under the write lock (a row a resend
+        replaced, or an instance queued again for a destination meanwhile, stays)."""
+        if not found:
+            return r.Deleted([], 0, 0)
+        with write_session(self.sessions) as session:
+            return r.delete_instances(
+                session,
+                found,
+                reason=reason,
+                actor="policy",
+                level=level,
+                only_delivered=self.policy.only_when_delivered,
+            )
 
     def _why_blocked(self, need: int) -> str:
         with self.sessions() as session:
