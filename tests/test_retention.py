@@ -214,6 +214,11 @@ def test_http_delete_and_deletions(node_factory: Callable[..., Any], tmp_path: P
     assert item["reason"] == "manual" and item["study_instance_uid"] == study
     assert item["forced"] is True and item["comment"] == "test data"
     assert call("GET", f"/series/{_uid(files[0], 'SeriesInstanceUID')}")[0] == 404
+    # QIDO-RS (over the C-FIND service) finds nothing of it any more
+    req = urllib.request.Request(f"{base}/dicom-web/studies?StudyInstanceUID={study}")
+    req.add_header("Authorization", "Bearer s3cret")
+    with urllib.request.urlopen(req) as rsp:
+        assert rsp.status == 204
     with urllib.request.urlopen(base + "/ui/deletions") as rsp:
         page = rsp.read().decode()
     assert study in page and "manual" in page and "test data" in page
