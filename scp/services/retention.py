@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,8 @@ from storage.queries import BadQuery, NotFound
 log = logging.getLogger("spacing_scp.retention")
 
 MIB = 1024 * 1024
+#: Seconds between two looks at the free space between passes (:class:`RetentionThread`).
+FREE_SPACE_POLL_S = 1.0
 Level = Literal["study", "series", "instance"]
 
 
@@ -397,7 +400,13 @@ def deletions_page(
 
 class RetentionThread:
     """Runs :meth:`Retention.run_once` every ``interval_s`` on a thread (in the process
-    that forwards: the indexer process, or the first process with ``indexer = "inline"``)."""
+    that forwards: the indexer process, or the first process with ``indexer = "inline"``).
+
+    Between passes it looks at the free space every :data:`FREE_SPACE_POLL_S` seconds (one
+    ``statvfs``) and runs the next pass at once when it fell below the watermark, whichever
+    process received the bytes; a receive in this process wakes it too (:meth:`wake`).
+    While the last pass could not meet the watermark (only unconfirmed instances left)
+    only the interval counts: nothing would be deleted sooner."""
 
     def __init__(self, retention: Retention) -> None:
         self.retention = retention
@@ -410,7 +419,24 @@ class RetentionThread:
 
     def wake(self) -> None:
         """Run a pass now (a receive crossed the watermark)."""
-        self._wake.set()
+        if self.retention.blocked is None:
+            self._wake.set()
+
+    def _pause(self) -> None:
+        """Until the next pass is due, woken, or the free space is below the watermark."""
+        policy = self.retention.policy
+        deadline = time.monotonic() + policy.interval_s
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._wake.wait(min(left, FREE_SPACE_POLL_S)):
+                break
+            if (
+                policy.min_free_mb
+                and self.retention.blocked is None
+                and self.retention.free_bytes() < policy.min_free_mb * MIB
+            ):
+                break
+        self._wake.clear()
 
     def _run(self) -> None:
         try:
@@ -424,8 +450,7 @@ class RetentionThread:
                 log.exception(
                     "retention pass failed; retrying in %.0f s", self.retention.policy.interval_s
                 )
-            self._wake.wait(self.retention.policy.interval_s)
-            self._wake.clear()
+            self._pause()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
