@@ -587,3 +587,31 @@ def test_serve_runs_the_pass_in_the_indexer_process(
     assert wait_until(gone, timeout=20), node.log_path.read_text()[-2000:]
     assert node.stop() == 0
     assert "retention (keep_days): deleted" in node.log_path.read_text()
+
+
+def test_partly_deleted_series_keeps_its_geometry(
+    node_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Deleting a slice in the middle of a series: the summary keeps the geometry and
+    verdict as received (no missing slice), counts what remains and says how many went;
+    a slice received later still folds in."""
+    node = node_factory(http={"token": "t"})
+    files = _series(tmp_path / "in", 9)
+    assert {r.status for r in send_files(node.port, files[:8])} == {0}
+    series_uid = _uid(files[0], "SeriesInstanceUID")
+    with node.sessions() as session:
+        before = node.queries.get_series(session, series_uid)
+    for gone in (files[3], files[7]):  # one in the middle, the top one
+        node.retention.delete("instance", _uid(gone), actor="test")
+    # the next slice lands on the deleted top one: its neighbour is still known
+    assert {r.status for r in send_files(node.port, files[8:])} == {0}
+    with node.sessions() as session:
+        after = node.queries.get_series(session, series_uid)
+    assert (after["instance_count"], after["deleted_instances"]) == (7, 2)
+    assert "SLICE_MISSING" not in {f["code"] for f in after["findings"]}
+    # no 2 mm gap where the slice went: the gaps are those of the series as received
+    gaps = before["slice_spacing"]["distinct_gaps_mm"]
+    assert after["slice_spacing"]["distinct_gaps_mm"] == gaps
+    assert after["pixel_spacing"] == before["pixel_spacing"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.api.port}/ui/series/{series_uid}") as rsp:
+        assert "2 deleted since received" in rsp.read().decode()
