@@ -53,6 +53,7 @@ from scp.config_tables import (
     Peer,
     PolicyConfig,
     QueryConfig,
+    RetentionConfig,
     SecurityConfig,
     SeriesConfig,
     StorageConfig,
@@ -131,6 +132,7 @@ class Config(BaseSettings):
     query: QueryConfig = Field(default_factory=QueryConfig)
     forwarding: ForwardingConfig = Field(default_factory=ForwardingConfig)
     commitment: CommitmentConfig = Field(default_factory=CommitmentConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     #: ``[[destinations]]``: where instances are forwarded.
     destinations: list[Destination] = Field(default_factory=list)
     #: ``[[commitment_peers]]``: where Storage Commitment reports go on a new association,
@@ -281,6 +283,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "query": QueryConfig,
     "forwarding": ForwardingConfig,
     "commitment": CommitmentConfig,
+    "retention": RetentionConfig,
 }
 
 
@@ -322,6 +325,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("forwarding.claimant_timeout_s: at least twice heartbeat_s")
     if not 1 <= fwd.batch_size <= 1000:
         raise ConfigError("forwarding.batch_size: 1 to 1000")
+    _validate_retention(cfg)
     if cfg.query.max_results < 0:
         raise ConfigError("query.max_results: 0 (no limit) or more")
     if not cfg.storage.data_dir:
@@ -329,6 +333,22 @@ def _validate(cfg: Config) -> None:
     url = cfg.storage.database_url
     if url and not url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
         raise ConfigError("storage.database_url: sqlite:///PATH or postgresql://... expected")
+
+
+def _validate_retention(cfg: Config) -> None:
+    ret = cfg.retention
+    for key in ("keep_days", "keep_flagged_days", "min_free_mb", "max_store_mb", "settle_s"):
+        if getattr(ret, key) < 0:
+            raise ConfigError(f"retention.{key}: 0 or more")
+    if not 0 < ret.interval_s <= 30:
+        raise ConfigError("retention.interval_s: above 0, at most 30")
+    if not 1 <= ret.batch_size <= 10000:
+        raise ConfigError("retention.batch_size: 1 to 10000")
+    if ret.enabled and ret.min_free_mb and ret.min_free_mb <= cfg.storage.min_free_mb:
+        raise ConfigError(
+            "retention.min_free_mb: must be above storage.min_free_mb (the watermark deletes "
+            "before the node refuses), or 0 (off)"
+        )
 
 
 def _key(loc: tuple[int | str, ...]) -> str:
@@ -446,6 +466,7 @@ __all__ = [
     "Peer",
     "PolicyConfig",
     "QueryConfig",
+    "RetentionConfig",
     "SecurityConfig",
     "SeriesConfig",
     "StorageConfig",

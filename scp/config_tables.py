@@ -142,6 +142,35 @@ class StorageConfig(_Section):
     min_free_mb: int = 512
 
 
+class RetentionConfig(_Section):
+    """What the store may delete, and when (``scp.services.retention``, issue 20)."""
+
+    #: Run the retention pass at all (off: the store only grows, as before).
+    enabled: bool = False
+    #: Instances received more than this many days ago may be deleted (0: as soon as
+    #: every destination that routes them confirmed them).
+    keep_days: float = 7.0
+    #: The same for series with a finding or a corrected instance (flagged or corrected).
+    keep_flagged_days: float = 30.0
+    #: Watermark: below this much free space (MiB) on the data directory the pass deletes
+    #: the oldest deletable studies first, whatever their age; must be above
+    #: ``[storage] min_free_mb`` (where C-STORE is refused). 0: off.
+    min_free_mb: int = 2048
+    #: Watermark: above this many MiB of instance files the pass deletes the oldest
+    #: deletable studies first. 0: no limit.
+    max_store_mb: int = 0
+    #: Delete an instance only once every destination that routes it confirmed it (its
+    #: forward job is ``done``); never while a job is pending, in flight or dead.
+    only_when_delivered: bool = True
+    #: Seconds between two retention passes (at most 30 in production; 1 in tests).
+    interval_s: float = 30.0
+    #: Seconds an instance is kept at least after its reception, whatever the rules: a
+    #: resend still in the ingest journal is never deleted.
+    settle_s: float = 10.0
+    #: Instances deleted per transaction (each batch is marked, committed, unlinked).
+    batch_size: int = 500
+
+
 class HttpConfig(_Section):
     host: str = "127.0.0.1"
     port: int = 8080

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import socket
 import tempfile
 import threading
@@ -43,6 +44,7 @@ from scp.services.find import FindService
 from scp.services.forwarding import Forwarder
 from scp.services.indexer import Indexer, IndexerThread
 from scp.services.ingest import Ingestor
+from scp.services.retention import Retention, RetentionThread, store_gauges
 from scp.services.retrieve import RetrieveService
 from scp.services.series_query import IndexQueries
 from scp.services.visibility import IndexVisibility
@@ -51,6 +53,7 @@ from storage.filestore import FileStore
 from storage.journal import JournalWriter
 
 log = logging.getLogger("spacing_scp.node")
+MIB = 1024 * 1024
 
 
 class StartupError(RuntimeError):
@@ -87,6 +90,18 @@ def store_tmp_name(cfg: Config, worker: int = 0) -> str:
 def journal_dir(cfg: Config) -> Path:
     """The ingest journal's folder (:mod:`storage.journal`): ``<data_dir>/journal``."""
     return cfg.data_dir / "journal"
+
+
+def retention_for(cfg: Config, sessions: sessionmaker[Session], store: FileStore) -> Retention:
+    """This node's retention (:mod:`scp.services.retention`); its lock holder name says
+    which node and process runs the pass."""
+    return Retention(
+        sessions,
+        store,
+        cfg.retention,
+        holder=f"{store_tmp_name(cfg)}:{os.getpid()}",
+        floor_bytes=cfg.storage.min_free_mb * MIB,
+    )
 
 
 def indexer_for(cfg: Config, sessions: sessionmaker[Session], forwarder: Forwarder) -> Indexer:
@@ -144,6 +159,14 @@ class Node:
         self.indexer: IndexerThread | None = None
         #: This process runs the forwarding workers (else a worker or the indexer process).
         self.forwards = not worker and not (beside and external_indexer)
+        #: Manual deletions (HTTP) and the store's figures; the pass runs beside forwarding.
+        self.retention = retention_for(cfg, self.sessions, self.store)
+        self.retention_thread: RetentionThread | None = None
+        if self.forwards and cfg.retention.enabled:
+            self.retention_thread = RetentionThread(self.retention)
+            if cfg.retention.min_free_mb:  # a receive below the watermark wakes the pass
+                self.ingestor.on_low_space = self.retention_thread.wake
+                self.ingestor.low_space_bytes = cfg.retention.min_free_mb * MIB
         if beside:
             self.ingestor.journal = JournalWriter(journal_dir(cfg), store_tmp_name(cfg, worker))
             self.visibility = IndexVisibility(
@@ -233,6 +256,8 @@ class Node:
     def start(self) -> None:
         for action in self.store.recover():
             log.info("start-up recovery: %s", action)
+        if not self.worker:  # deletions a crash left between commit and unlink
+            self.retention.recover()
         configure_pynetdicom(self.cfg, str(self.store.tmp))
         self.ae = build_ae(self.cfg)
         log.info(
@@ -268,6 +293,7 @@ class Node:
                 index_gauges=self.visibility.gauges if self.visibility is not None else None,
                 wake=self.forwarder.wake,
                 dicomweb=self.dicomweb,
+                retention=self.retention,
             )
             try:
                 self.api = ApiServer(app, self.cfg.http.host, self.cfg.http.port)
@@ -286,6 +312,8 @@ class Node:
             self.indexer.start()
         if self.forwards:
             self.forwarder.start()
+        if self.retention_thread is not None:
+            self.retention_thread.start()
         if not self.worker:  # reports go out from the first process, whoever forwards
             self.commitment_worker.start()
 
@@ -293,6 +321,7 @@ class Node:
         out = self.forwarder.gauges()
         if self.visibility is not None:
             out.update(self.visibility.gauges())
+        out.update(store_gauges(self.retention.status()))
         return out
 
     def stop(self, grace_s: float | None = None) -> None:
@@ -320,6 +349,8 @@ class Node:
             self.ingestor.journal.close()
         if self.indexer is not None:
             self.indexer.stop()  # indexes what was acknowledged, then returns
+        if self.retention_thread is not None:
+            self.retention_thread.stop()
         self.forwarder.stop(max(0.0, grace - (time.monotonic() - stop_started)))
         if self.api is not None:
             self.api.stop()
@@ -361,18 +392,25 @@ class IndexerProcess:
         self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
         self.forwarder = Forwarder(cfg, self.sessions, self.store, StorageSCU, StowRsSender)
         self.indexer = IndexerThread(indexer_for(cfg, self.sessions, self.forwarder))
+        self.retention_thread: RetentionThread | None = None
+        if cfg.retention.enabled:
+            self.retention_thread = RetentionThread(retention_for(cfg, self.sessions, self.store))
 
     def start(self) -> None:
         for action in self.store.recover():
             log.info("start-up recovery: %s", action)
         self.indexer.start()
         self.forwarder.start()
+        if self.retention_thread is not None:
+            self.retention_thread.start()
         log.info("indexer running (journal %s)", journal_dir(self.cfg))
 
     def stop(self, grace_s: float | None = None) -> None:
         """Index what the journal holds, then stop forwarding within ``grace_s``."""
         grace = self.cfg.node.shutdown_grace_s if grace_s is None else grace_s
         self.forwarder.request_stop()
+        if self.retention_thread is not None:
+            self.retention_thread.stop()
         self.indexer.stop()
         self.forwarder.stop(grace)
         self.engine.dispose()

@@ -197,8 +197,8 @@ def stack_positions(session: Session, series_id: int) -> dict[str, list[tuple[in
         select(
             InstancePosition.stack_key, InstancePosition.position_um, InstancePosition.instance_id
         )
-        .where(InstancePosition.series_id == series_id)
+        .where(InstancePosition.series_id == series_id, InstancePosition.instance_id.is_not(None))
         .order_by(InstancePosition.stack_key, InstancePosition.position_um)
     ):
-        out.setdefault(key, []).append((int(pos), int(iid)))
+        out.setdefault(key, []).append((int(pos), int(iid or 0)))
     return out

@@ -26,6 +26,8 @@ from typing import BinaryIO
 from storage.uids import instance_relpath
 
 _BACKUP_SUFFIX = ".prev"
+#: Tries to place a file whose folder a concurrent deletion removed (``_write_durable``).
+_FOLDER_ATTEMPTS = 5
 _LOCK_STRIPES = 256
 #: Longest wait, in seconds, for the lock of one SOP Instance UID (a store of the same
 #: instance by another association holds it: writing the file and indexing it).
@@ -139,21 +141,23 @@ class FileStore:
     def _place(self, tmp: Path, target: Path, base: Path) -> Path | None:
         """Rename the durable file ``tmp`` (in ``tmp/``) to ``target`` and make the rename
         durable; return the path of the moved-aside previous copy.  ``tmp`` is removed if
-        it cannot be placed."""
+        it cannot be placed.
+
+        Retention (:mod:`storage.retention`) removes series and study folders it emptied;
+        a folder removed between its creation here and the rename is created again."""
         try:
-            self._ensure_dir(target.parent, base)
-            backup: Path | None = None
-            if target.exists():
-                # The previous copy gets a second name in tmp/, and the new file replaces
-                # the first in one rename: the path never goes missing for a reader.
-                backup = self._backup_name(target)
-                with contextlib.suppress(FileNotFoundError):
-                    backup.unlink()
-                os.link(target, backup)
-                fsync_dir(self.tmp)
-            os.replace(tmp, target)
-            fsync_dir(target.parent)
-            return backup
+            for attempt in range(_FOLDER_ATTEMPTS):
+                self._ensure_dir(target.parent, base)
+                try:
+                    backup = self._move_aside(target)
+                    os.replace(tmp, target)
+                except FileNotFoundError:
+                    if attempt == _FOLDER_ATTEMPTS - 1 or not tmp.exists():
+                        raise
+                    continue  # the folder went meanwhile
+                fsync_dir(target.parent)
+                return backup
+            raise AssertionError("unreachable")
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -164,6 +168,24 @@ class FileStore:
     ) -> Path | None:
         """Write ``target`` durably; return the path of the moved-aside previous copy."""
         return self._place(self._written(write), target, base)
+
+    def _move_aside(self, target: Path) -> Path | None:
+        """Give an existing ``target`` a second name in tmp/ (the new file then replaces
+        the first in one rename: the path never goes missing for a reader); ``None`` when
+        there is no previous copy (or it was deleted meanwhile)."""
+        if not target.exists():
+            return None
+        backup = self._backup_name(target)
+        with contextlib.suppress(FileNotFoundError):
+            backup.unlink()
+        try:
+            os.link(target, backup)
+        except FileNotFoundError:
+            if target.parent.is_dir():
+                return None  # deleted meanwhile: nothing to keep
+            raise
+        fsync_dir(self.tmp)
+        return backup
 
     def _backup_name(self, target: Path) -> Path:
         """``tmp/<instances|originals>#<study>#<series>#<sop>.dcm.prev`` (UIDs hold no ``#``)."""

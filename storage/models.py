@@ -63,6 +63,9 @@ class Series(Base):
     series_description: Mapped[str | None] = mapped_column(String(64))
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
     corrected_instances: Mapped[int] = mapped_column(Integer, default=0)
+    #: Instances of this series deleted (by retention or by hand, :mod:`storage.retention`):
+    #: the geometry state still describes the series as received.
+    deleted_instances: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: Incremental geometry state (``scp.series.SeriesState`` JSON), rules 21-30.
     geometry_state: Mapped[str | None] = mapped_column(Text)
     #: Series finding codes as ",CODE,CODE," for filtering (recomputed on every instance).
@@ -161,15 +164,18 @@ class InstanceAction(Base):
 class InstancePosition(Base):
     """A slice's quantized position along its stack normal (rule 23), for neighbour look-ups.
 
-    One row per single-frame instance, or per frame of an enhanced multi-frame instance.
+    One row per single-frame instance, or per frame of an enhanced multi-frame instance;
+    a deleted instance's rows stay (``instance_id`` NULL) until its series goes.
     """
 
     __tablename__ = "instance_positions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
-    instance_id: Mapped[int] = mapped_column(
-        ForeignKey("instances.id", ondelete="CASCADE"), index=True
+    #: ``NULL`` once the instance was deleted (:mod:`storage.retention`): the slice stays,
+    #: so the series geometry state (built from every slice received) keeps its neighbours.
+    instance_id: Mapped[int | None] = mapped_column(
+        ForeignKey("instances.id", ondelete="SET NULL"), index=True
     )
     frame_number: Mapped[int | None] = mapped_column(Integer)
     stack_key: Mapped[str] = mapped_column(String(255))
@@ -297,3 +303,55 @@ class IngestJournal(Base):
     #: Success-to-committed time of the newest record of the last batch, in ms.
     lag_ms: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Deletion(Base):
+    """One deletion from the store (:mod:`storage.retention`), by policy or by hand: one row
+    per series touched.  ``reason`` is the rule (``keep_days``, ``keep_flagged_days``,
+    ``watermark``) or ``manual``; ``actor`` the policy or the person (``cli:USER``,
+    ``http``); ``forced`` when undelivered instances went too.  ``sop_instance_uid`` is set
+    when one instance was deleted by hand."""
+
+    __tablename__ = "deletions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    level: Mapped[str] = mapped_column(String(16))
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    instances: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(128))
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    comment: Mapped[str | None] = mapped_column(String(1024))
+
+
+class PendingUnlink(Base):
+    """A file whose index row is deleted but which may still be on disk: written in the
+    transaction that deletes the row, removed after the unlink, so a crash in between is
+    finished by :func:`storage.retention.finish_pending` (never an orphan file).
+    ``received_at`` is the deleted row's: a file rewritten since (a resend still in the
+    ingest journal) is kept."""
+
+    __tablename__ = "pending_unlinks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deletion_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(255))
+    original_path: Mapped[str | None] = mapped_column(String(255))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    marked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RetentionLock(Base):
+    """The one row nodes sharing a database take in turn to run the retention pass
+    (``holder`` until ``lease_until``); PostgreSQL uses an advisory lock as well."""
+
+    __tablename__ = "retention_lock"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -218,6 +218,7 @@ def test_every_api_answer_matches_the_generated_openapi(scene: Scene) -> None:
     answer("/forwarding/jobs?destination=pacs&state=dead&series_instance_uid=1.2.3")
     assert "spacing_scp_index_series 5" in answer("/metrics")
     devices = answer("/devices")["items"]
+    assert answer("/deletions") == {"items": [], "next": None}
     assert sum(d["instances"] for d in devices) == len(list(scene.folder.rglob("*.dcm")))
 
     for path, status in [

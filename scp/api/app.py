@@ -14,10 +14,12 @@ from scp.api.freshness import ReadYourWrites
 from scp.api.guard import Guard
 from scp.api.openapi import DESCRIPTION, TITLE, openapi_document
 from scp.api.problems import install_problem_handlers
+from scp.api.retention import retention_router
 from scp.api.routes import devices_router, health_router, index_router
 from scp.api.ui import UiAuth, UiContext, ui_router
 from scp.pipeline.policy import SwapRule
 from scp.services.dicomweb import DicomWeb
+from scp.services.retention import Retention
 from scp.services.series_query import IndexQueries
 from storage.filestore import FileStore
 
@@ -37,6 +39,7 @@ def build_app(
     wake: Callable[[Iterable[str] | None], None] | None = None,
     dicomweb: DicomWeb | None = None,
     visibility: Callable[[], bool] | None = None,
+    retention: Retention | None = None,
 ) -> FastAPI:
     """The read-only API over the index of ``sessions``.
 
@@ -50,6 +53,8 @@ def build_app(
     ``dicomweb``: the DICOMweb services served under ``/dicom-web`` (none: not served).
     ``visibility``: read-your-writes (:mod:`scp.api.freshness`), ``None`` when the node
     indexes before it answers.
+    ``retention``: deletions over HTTP (``DELETE /studies|series|instances/{uid}``,
+    ``GET /deletions``; none: not served).
     ``/openapi.json`` is generated (:mod:`scp.api.openapi`); no docs UI is served.
     """
     app = FastAPI(
@@ -64,6 +69,8 @@ def build_app(
     app.include_router(index_router(sessions, queries, gauges))
     app.include_router(forwarding_router(sessions, destinations))
     app.include_router(devices_router(sessions, swap_rules))
+    if retention is not None:
+        app.include_router(retention_router(sessions, retention, token))
     if data_dir is not None:
         ui = UiContext(
             sessions=sessions,
@@ -76,6 +83,7 @@ def build_app(
             associations=associations,
             index_gauges=index_gauges,
             wake=wake,
+            retention=retention,
         )
         app.include_router(ui_router(ui))
     if dicomweb is not None:

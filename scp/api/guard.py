@@ -2,8 +2,9 @@
 
 A pure ASGI middleware around the FastAPI app (:func:`scp.api.app.build_app`):
 
-* the API is read-only but for STOW-RS and the web page: a method other than GET or HEAD is
-  405 (HEAD is answered as GET; uvicorn leaves the body out), except POST on
+* the API is read-only but for STOW-RS, deletions and the web page: a method other than GET
+  or HEAD is 405 (HEAD is answered as GET; uvicorn leaves the body out), except DELETE on
+  :data:`DELETE_PATHS` (``/studies|series|instances/{uid}``, issue 20) and POST on
   :data:`WRITE_PATHS` (``/dicom-web/studies[/{study}]``, PS3.18 10.5) and the web page's
   sign-in and actions (``POST /ui/...``, :mod:`scp.api.ui.actions`, which check the token
   and CSRF themselves);
@@ -35,6 +36,8 @@ OPEN_PATHS = frozenset({"/health"})
 UI_PREFIX = "/ui"
 #: Paths that take POST (STOW-RS, PS3.18 10.5.1).
 WRITE_PATHS = re.compile(r"/dicom-web/studies(/[^/\s]+)?")
+#: Paths that take DELETE (a person's deletion, issue 20; the route needs the token).
+DELETE_PATHS = re.compile(r"/(studies|series|instances)/[^/\s]+")
 _HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="spacing-scp"'}
 
@@ -72,8 +75,12 @@ class Guard:
         ui = path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
         method = scope["method"]
         writable = ui or bool(WRITE_PATHS.fullmatch(path))
-        if method not in ("GET", "HEAD") and not (method == "POST" and writable):
+        deletable = bool(DELETE_PATHS.fullmatch(path))
+        if method not in ("GET", "HEAD") and not (
+            (method == "POST" and writable) or (method == "DELETE" and deletable)
+        ):
             allow = "GET, HEAD, POST" if writable else "GET, HEAD"
+            allow += ", DELETE" if deletable else ""
             answer = problem(405, "the API is read-only", {"Allow": allow})
         elif _target_length(scope) > MAX_TARGET_LENGTH:
             answer = problem(414, f"the request target is over {MAX_TARGET_LENGTH} characters")

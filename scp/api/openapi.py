@@ -30,7 +30,9 @@ DESCRIPTION = (
 _WHY = {
     400: "a bad parameter: unknown, out of range, or a cursor this API did not issue",
     401: "bearer token missing or wrong",
+    403: "deleting over HTTP needs [http] token to be set",
     404: "no such UID",
+    409: "a destination has not confirmed an instance yet (repeat with force=true)",
     406: "no representation the Accept header allows (the node does not transcode)",
     413: "a part is larger than [node] max_instance_bytes",
     415: 'not multipart/related; type="application/dicom"',

@@ -81,3 +81,21 @@ class JobsQuery(_Query):
     series_instance_uid: Text = Field(None, description="Series Instance UID (0020,000E)")
     limit: Limit = DEFAULT_LIMIT
     cursor: Cursor = None
+
+
+class DeleteQuery(_Query):
+    """``DELETE /studies|series|instances/{uid}``."""
+
+    force: bool = Field(
+        False, description="delete instances a destination has not confirmed yet, too"
+    )
+    reason: Annotated[
+        str | None, Field(max_length=1024, description="why (recorded with the deletion)")
+    ] = None
+
+
+class DeletionsQuery(_Query):
+    """``GET /deletions``: keyset pages, newest first."""
+
+    limit: Limit = DEFAULT_LIMIT
+    cursor: Cursor = None

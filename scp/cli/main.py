@@ -2,7 +2,8 @@
 
 Each command group lives in its own module (:mod:`scp.cli.serve`, :mod:`scp.cli.listing`,
 :mod:`scp.cli.series`, :mod:`scp.cli.check`, :mod:`scp.cli.index`,
-:mod:`scp.cli.forward`); :mod:`scp.cli.parsing` makes options count wherever they stand.
+:mod:`scp.cli.forward`, :mod:`scp.cli.retention`); :mod:`scp.cli.parsing` makes options
+count wherever they stand.
 An expected failure is one line on stderr, ``spacing-scp <command>: <message>``, never
 a traceback; exit codes are those of :mod:`scp.cli.common` (0 success, 1 a problem found
 or a run-time failure, 2 a usage or configuration error).
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from sqlalchemy.exc import SQLAlchemyError
 
 from scp import __version__
-from scp.cli import check, forward, index, listing, series, serve
+from scp.cli import check, forward, index, listing, retention, series, serve
 from scp.cli.common import EXIT_PROBLEM, EXIT_USAGE, CliError
 from scp.cli.parsing import Level, Parser
 from scp.config import ConfigError
@@ -40,7 +41,7 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     top = Level(parser)
-    for group in (serve, check, series, listing, forward, index):
+    for group in (serve, check, series, listing, forward, index, retention):
         group.register(top)
     return parser
 

@@ -140,6 +140,8 @@ def print_series_detail(s: dict[str, Any]) -> None:
     print(f"  slice thickness      {fmt_mm(s['slice_thickness_mm']) or '-'} mm")
     print(f"  spacing btw slices   {fmt_mm(s['spacing_between_slices_mm']) or '-'} mm")
     print(f"  corrected instances  {s['corrected_instances']}")
+    if s["deleted_instances"]:
+        print(f"  deleted instances    {s['deleted_instances']} (geometry as received)")
     if s["findings"]:
         print("  findings:")
         for f in s["findings"]:

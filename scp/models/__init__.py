@@ -21,6 +21,7 @@ from scp.models.forwarding import (
     LastError,
 )
 from scp.models.instance import CheckedInstance, Instance, InstancePage, PixelSpacing
+from scp.models.retention import Deletion, DeletionPage, DeletionResult
 from scp.models.series import Series, SeriesPage, SeriesPixelSpacing, SliceSpacing, Stack
 from scp.models.service import Health, Problem
 from scp.models.study import Study
@@ -31,6 +32,9 @@ __all__ = [
     "CheckedInstance",
     "CodeShare",
     "CountedFinding",
+    "Deletion",
+    "DeletionPage",
+    "DeletionResult",
     "DestinationStatus",
     "Device",
     "DevicePage",

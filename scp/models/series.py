@@ -96,6 +96,10 @@ class Series(ResponseModel):
     station_name: str | None = Field(description="Station Name (0008,1010)")
     instance_count: int = Field(description="instances in the series")
     corrected_instances: int = Field(description="instances the node edited")
+    deleted_instances: int = Field(
+        description="instances deleted since they were received (retention or by hand); the "
+        "geometry and spacing still describe the series as received, instance_count what remains",
+    )
     last_received_at: IsoDateTime | None = Field(
         description="last reception, UTC; null from check (files, not received)"
     )

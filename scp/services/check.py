@@ -234,6 +234,7 @@ def series_summaries(
                     "corrected_instances": sum(
                         1 for m in members if m.result is not None and m.result.edits
                     ),
+                    "deleted_instances": 0,
                     "last_received_at": None,
                 },
                 state="settled",

@@ -144,6 +144,11 @@ class Ingestor:
         self.on_indexed: (
             Callable[[Session, IndexedInstance, InstanceEntry, PipelineResult], None] | None
         ) = None
+        #: Retention (issue 20): called when a receive finds the free space below
+        #: ``low_space_bytes`` (the retention watermark), to run the pass early; set where
+        #: the pass runs in this process.
+        self.on_low_space: Callable[[], None] | None = None
+        self.low_space_bytes = 0
 
     def ingest(self, rcv: Received) -> Outcome:
         started = time.perf_counter()
@@ -178,12 +183,16 @@ class Ingestor:
                     status.ERROR_CANNOT_UNDERSTAND_TOO_LARGE,
                     f"instance of {size} bytes exceeds the limit of {self.max_instance_bytes}",
                 )
-        if self.min_free_bytes and self.store.free_bytes() < self.min_free_bytes:
-            return self._fail(
-                rcv,
-                status.REFUSED_OUT_OF_RESOURCES,
-                "free space on the data directory is below the configured floor",
-            )
+        if self.min_free_bytes or self.on_low_space is not None:
+            free = self.store.free_bytes()
+            if self.on_low_space is not None and free < self.low_space_bytes:
+                self.on_low_space()
+            if free < self.min_free_bytes:
+                return self._fail(
+                    rcv,
+                    status.REFUSED_OUT_OF_RESOURCES,
+                    "free space on the data directory is below the configured floor",
+                )
         try:
             received = read_received(rcv.path)
         except MalformedDataset as exc:

@@ -117,6 +117,7 @@ class IndexQueries:
                 "station_name": s.station_name,
                 "instance_count": s.instance_count,
                 "corrected_instances": s.corrected_instances,
+                "deleted_instances": s.deleted_instances,
                 "last_received_at": queries.iso(s.last_received_at),
             },
             state=state,

@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse
 from scp import __version__
 from scp.api.ui.auth import UiAuth
 from scp.pipeline.policy import SwapRule
+from scp.services.retention import Retention
 from scp.services.series_query import IndexQueries
 from storage.filestore import FileStore
 
@@ -91,6 +92,8 @@ class UiContext:
     #: The indexer's gauges (``spacing_scp_index_lag_last_seconds``,
     #: ``spacing_scp_index_pending_bytes``); ``None`` when the node indexes inline.
     index_gauges: Callable[[], dict[str, float]] | None = None
+    #: Retention (issue 20): the store's figures on the overview, the deletions page.
+    retention: Retention | None = None
     env: Environment = field(default_factory=environment)
 
     def page(

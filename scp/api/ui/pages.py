@@ -16,6 +16,7 @@ from scp.api.ui.context import STATIC, UiContext
 from scp.services import dashboard, devices, files
 from scp.services.dashboard import SeriesFilter
 from scp.services.render import NotRenderable
+from scp.services.retention import deletions_page
 from storage import outbox, outbox_jobs
 from storage.queries import NotFound, select_series
 
@@ -92,6 +93,7 @@ def page_router(ui: UiContext) -> APIRouter:
         data["index_pending_bytes"] = (
             int(gauges["spacing_scp_index_pending_bytes"]) if gauges else None
         )
+        data["store"] = ui.retention.status() if ui.retention is not None else None
         return {"o": data}
 
     @router.get("/ui")
@@ -256,6 +258,16 @@ def page_router(ui: UiContext) -> APIRouter:
         with ui.sessions() as session:
             items = devices.list_devices(session, ui.swap_rules)
         return ui.page(request, "devices.html", items=items)
+
+    @router.get("/ui/deletions")
+    def deletions(request: Request) -> Response:
+        with ui.sessions() as session:
+            try:
+                items, nxt = deletions_page(session, PAGE_SIZE, _text(request, "cursor"))
+            except ValueError as exc:
+                return bad_request(request, str(exc))
+        status = ui.retention.status() if ui.retention is not None else None
+        return ui.page(request, "deletions.html", items=items, next=nxt, store=status)
 
     @router.get("/ui/static/{name}")
     def static(name: str) -> Response:
