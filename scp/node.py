@@ -95,12 +95,18 @@ def journal_dir(cfg: Config) -> Path:
 def retention_for(cfg: Config, sessions: sessionmaker[Session], store: FileStore) -> Retention:
     """This node's retention (:mod:`scp.services.retention`); its lock holder name says
     which node and process runs the pass."""
+    visibility = (
+        IndexVisibility(journal_dir(cfg), sessions, owner=store_tmp_name(cfg))
+        if cfg.node.indexer == "process"
+        else None
+    )
     return Retention(
         sessions,
         store,
         cfg.retention,
         holder=f"{store_tmp_name(cfg)}:{os.getpid()}",
         floor_bytes=cfg.storage.min_free_mb * MIB,
+        settled=visibility.wait if visibility is not None else None,
     )
 
 

@@ -11,9 +11,11 @@ run at start and by every pass, unlinks the rest): never an index row whose file
 missing, never a file nobody knows about.
 
 A file rewritten since its row was indexed (a resend whose record is still in the ingest
-journal, :mod:`storage.journal`) is never unlinked: its modification time is later than the
-deleted row's ``received_at`` by more than ``settle_s`` (at least :data:`WRITE_MARGIN_S`),
-or its SOP Instance UID is indexed again.  The selections (:func:`deletable`,
+journal, :mod:`storage.journal`) is never unlinked: the caller first waits until every
+instance acknowledged so far is indexed (``scp.services.retention``: read-your-writes, and
+no unlink at all while the index is behind), and a file whose SOP Instance UID is indexed
+again, or whose modification time is later than the deleted row's ``received_at`` by more
+than ``settle_s`` (at least :data:`WRITE_MARGIN_S`), is kept.  The selections (:func:`deletable`,
 :func:`oldest_studies`) therefore only take instances received at least ``settle_s`` ago.
 
 What may go (``only_when_delivered``): an instance none of whose forward jobs is anything

@@ -615,3 +615,25 @@ def test_partly_deleted_series_keeps_its_geometry(
     assert after["pixel_spacing"] == before["pixel_spacing"]
     with urllib.request.urlopen(f"http://127.0.0.1:{node.api.port}/ui/series/{series_uid}") as rsp:
         assert "2 deleted since received" in rsp.read().decode()
+
+
+def test_a_resend_answered_while_its_instance_is_deleted_keeps_its_file(
+    node_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A modality resends an instance while a deletion of it commits: the resend was
+    answered Success (its file in place, its journal record written) but the indexer has
+    not indexed it yet. The deletion waits for the index to hold what was acknowledged
+    before it unlinks, so the resend's file stays, indexed (it was unlinked: the resend
+    came within the 5 s write margin of the deleted row)."""
+    cfg = make_config(tmp_path / "data", node={"indexer": "process"}, retention=_retention())
+    node = node_factory(cfg)
+    [src] = _series(tmp_path / "in", 1)
+    assert send_files(node.port, [src])[0].status == 0
+    uid = _uid(src)
+    assert wait_until(lambda: _count(node, Instance) == 1, 10)
+    node.indexer.indexer.poll_s = 1.0  # an indexer that looks once a second from now on
+    time.sleep(0.1)
+    assert send_files(node.port, [src])[0].status == 0  # the resend, journaled only
+    node.retention.delete("instance", uid, actor="test", force=True)
+    assert wait_until(lambda: _count(node, Instance) == 1, 10)
+    assert _store_files(node) == _indexed_paths(node) != set()

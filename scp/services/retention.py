@@ -104,10 +104,16 @@ class Retention:
         holder: str | None = None,
         free_bytes: Callable[[], int] | None = None,
         floor_bytes: int = 0,
+        settled: Callable[[], bool] | None = None,
     ) -> None:
         """``holder``: this node's name in the lock row; ``free_bytes``: free space on the
         data directory in bytes (the store's own by default; tests pass a figure);
-        ``floor_bytes``: ``[storage] min_free_mb`` in bytes, where C-STORE is refused."""
+        ``floor_bytes``: ``[storage] min_free_mb`` in bytes, where C-STORE is refused;
+        ``settled``: waits until every instance acknowledged so far is indexed (read-your-
+        writes, :meth:`scp.services.visibility.IndexVisibility.wait`), called between a
+        deletion's commit and its unlinks, so that a resend of a deleted instance that was
+        answered Success is indexed, and its file kept, before any file is unlinked."""
+        self.settled = settled
         self.sessions = sessions
         self.store = store
         self.policy = policy
@@ -123,8 +129,20 @@ class Retention:
             return store_status(session, self.store, self.policy, self.floor_bytes)
 
     # -- the pass ----------------------------------------------------------------------------
+    def _index_caught_up(self) -> bool:
+        """Whether every instance acknowledged so far is indexed (``settled``, at most its
+        wait): only then may files of deleted rows be unlinked, since a resend answered
+        Success but not yet indexed has its file where the deleted row's was."""
+        if self.settled is None or self.settled():
+            return True
+        log.info("retention: the index is behind the ingest journal; files are unlinked later")
+        return False
+
     def recover(self) -> r.Unlinked:
-        """Finish the deletions a crash left between commit and unlink (start-up)."""
+        """Finish the deletions a crash left between commit and unlink (start-up, and the
+        start of every pass); nothing while the index is behind the journal."""
+        if not self._index_caught_up():
+            return r.Unlinked(0, 0, 0)
         done = r.finish_pending(self.sessions, self.store, settle_s=self.policy.settle_s)
         if done.files or done.kept:
             log.info(
@@ -242,12 +260,7 @@ class Retention:
     def _finish(self, deleted: r.Deleted, reason: str, result: PassResult) -> None:
         if not deleted.instances:
             return
-        r.finish_pending(
-            self.sessions,
-            self.store,
-            settle_s=self.policy.settle_s,
-            deletion_ids=deleted.deletion_ids,
-        )
+        self._unlink(deleted)
         result.instances[reason] = result.instances.get(reason, 0) + deleted.instances
         result.bytes[reason] = result.bytes.get(reason, 0) + deleted.bytes
         log.info(
@@ -255,6 +268,18 @@ class Retention:
             reason,
             deleted.instances,
             deleted.bytes,
+        )
+
+    def _unlink(self, deleted: r.Deleted) -> None:
+        """The files of a committed deletion, once what was acknowledged is indexed (else
+        they stay in ``pending_unlinks`` for the next pass)."""
+        if not self._index_caught_up():
+            return
+        r.finish_pending(
+            self.sessions,
+            self.store,
+            settle_s=self.policy.settle_s,
+            deletion_ids=deleted.deletion_ids,
         )
 
     # -- by hand ------------------------------------------------------------------------------
@@ -286,12 +311,7 @@ class Retention:
                 forced=bool(waiting),
                 comment=reason,
             )
-        r.finish_pending(
-            self.sessions,
-            self.store,
-            settle_s=self.policy.settle_s,
-            deletion_ids=deleted.deletion_ids,
-        )
+        self._unlink(deleted)
         log.warning(
             "%s deleted %s %s: %d instance(s), %d bytes%s%s",
             actor,
