@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -204,15 +205,20 @@ def test_concurrent_claims_never_share_a_job(database_url: str) -> None:
     _instances(factories[0], 300)
     claimed: dict[str, list[int]] = {}
     lock = threading.Lock()
+    # all claimers start together: a first thread started alone could drain the queue
+    # before the others exist (seen once in CI: one claimer took all 300)
+    start = threading.Barrier(6)
 
     def worker(name: str, factory: sessionmaker[Session]) -> None:
         mine: list[int] = []
+        start.wait(30)
         while True:
             with write_session(factory) as session:
                 jobs = outbox.claim(session, "pacs", name, limit=7, lease_s=60)
             if not jobs:
                 break
             mine.extend(j.id for j in jobs)
+            time.sleep(0.002)  # a real worker sends its jobs before it claims again
         with lock:
             claimed[name] = mine
 
