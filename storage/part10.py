@@ -65,6 +65,8 @@ class ReceivedFile:
     header: Dataset
     """The data set up to (not including) the pixel data, read leniently."""
     file_meta: FileMetaDataset
+    meta_bytes: bytes = b""
+    """The File Meta Information group as received (after ``DICM``, up to the data set)."""
 
 
 @dataclass(frozen=True)
@@ -334,6 +336,8 @@ def _read_received(path: Path) -> ReceivedFile:
     size = path.stat().st_size
     with open(path, "rb", buffering=65536) as fp:
         dataset_offset, ts_text = _scan_file_meta(fp, size)
+        fp.seek(132)
+        meta_bytes = fp.read(dataset_offset - 132)
         ts = UID((ts_text or ImplicitVRLittleEndian).strip("\x00 "))
         # The structure is walked before pydicom parses anything, so that hostile lengths
         # and nesting (200 levels would exhaust pydicom's recursion) are refused first.
@@ -355,7 +359,7 @@ def _read_received(path: Path) -> ReceivedFile:
         raise MalformedDataset("deflated data set cannot be inflated")
     if "SOPInstanceUID" not in header and "SOPClassUID" not in header and len(header) == 0:
         raise MalformedDataset("the data set is empty")
-    return ReceivedFile(path, size, ts, dataset_offset, pixel_offset, header, file_meta)
+    return ReceivedFile(path, size, ts, dataset_offset, pixel_offset, header, file_meta, meta_bytes)
 
 
 def file_meta_bytes(

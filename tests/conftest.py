@@ -357,3 +357,16 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
     ensure_schema(engine)
     yield make_session_factory(engine)
     engine.dispose()
+
+
+def metric_value(name: str, **labels: str) -> float:
+    """The sample ``name`` with ``labels`` as ``/metrics`` serves it (0 when not counted)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from scp.metrics import METRICS
+
+    for family in text_string_to_metric_families(METRICS.render()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0

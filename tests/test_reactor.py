@@ -16,7 +16,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification
 
 from scp.net import compat, reactor
 from scp.status import SUCCESS
-from tests.conftest import send_files
+from tests.conftest import metric_value, send_files
 from tests.dicom_factory import write_ct
 
 
@@ -137,15 +137,7 @@ def test_wake_pipes_are_closed_and_never_written_after_the_end(node: Any) -> Non
 
 def _associations(end: str) -> float:
     """``spacing_scp_associations_total{end=...}`` as ``/metrics`` serves it."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from scp.metrics import METRICS
-
-    for family in text_string_to_metric_families(METRICS.render()):
-        for sample in family.samples:
-            if sample.name == "spacing_scp_associations_total" and sample.labels["end"] == end:
-                return sample.value
-    return 0.0
+    return metric_value("spacing_scp_associations_total", end=end)
 
 
 def test_a_release_is_counted_as_released_not_closed(node: Any, tmp_path: Path) -> None:

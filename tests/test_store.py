@@ -11,16 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from pydicom import dcmread
 from pydicom.uid import UID
 from sqlalchemy import select
 
 from scp import status
-from scp.metrics import METRICS
 from scp.net.ae import ACCEPTED_TRANSFER_SYNTAXES
 from storage.models import Instance, Series
-from tests.conftest import corpus_files, dataset_bytes, echo_ok, send_files
+from tests.conftest import corpus_files, dataset_bytes, echo_ok, metric_value, send_files
 from tests.dicom_factory import ct_dataset, new_uid, write, write_ct
 
 
@@ -255,14 +253,7 @@ def test_index_failure_removes_file_and_answers_failure(node: Any, tmp_path: Pat
 
 def _received(code: int) -> float:
     """``spacing_scp_instances_received_total{status=code}`` as ``/metrics`` serves it."""
-    for family in text_string_to_metric_families(METRICS.render()):
-        for sample in family.samples:
-            if (
-                sample.name == "spacing_scp_instances_received_total"
-                and sample.labels["status"] == f"0x{code:04X}"
-            ):
-                return sample.value
-    return 0.0
+    return metric_value("spacing_scp_instances_received_total", status=f"0x{code:04X}")
 
 
 def test_failed_resend_keeps_the_earlier_copy(node: Any, tmp_path: Path) -> None:
@@ -365,11 +356,7 @@ def test_file_write_failure_answers_failure_and_indexes_nothing(node: Any, tmp_p
 
 def _stored_files(how: str) -> float:
     """``spacing_scp_stored_files_total{how=...}`` as ``/metrics`` serves it."""
-    for family in text_string_to_metric_families(METRICS.render()):
-        for sample in family.samples:
-            if sample.name == "spacing_scp_stored_files_total" and sample.labels["how"] == how:
-                return sample.value
-    return 0.0
+    return metric_value("spacing_scp_stored_files_total", how=how)
 
 
 def test_received_file_is_renamed_into_place_with_the_same_bytes_as_a_written_one(

@@ -239,8 +239,10 @@ class Ingestor:
         with self.store.locked(sop_uid):
             keep_original = resent_correction and self.store.original_path(relpath).is_file()
             try:
-                renamed = not keep_original or header_bytes is None
-                renamed = renamed and self._received_as_stored(received, meta)
+                # (an edited resend whose original is kept is written, its bytes not moved)
+                renamed = (header_bytes is None or not keep_original) and self._received_as_stored(
+                    received, meta
+                )
                 if renamed:
                     # Received into the store's tmp/ with this File Meta (the network
                     # layer's receive seam): renamed into place, not copied.
@@ -345,14 +347,7 @@ class Ingestor:
         """Whether the received file already is the file to store: in the store's ``tmp/``
         folder, its File Meta Information exactly ``meta`` (PS3.10 7.1) and its data set
         right behind it, as :func:`stored_file_meta` wrote it while the data set arrived."""
-        if received.path.parent != self.store.tmp or received.dataset_offset != 132 + len(meta):
-            return False
-        try:
-            with open(received.path, "rb") as fh:
-                fh.seek(132)
-                return fh.read(len(meta)) == meta
-        except OSError:
-            return False
+        return received.path.parent == self.store.tmp and received.meta_bytes == meta
 
     # -- steps -----------------------------------------------------------------------------
     @staticmethod
